@@ -1,0 +1,43 @@
+# cnnzoo: `make train` trains on the built-in sample data, `make test` runs the tests.
+# Everything installs into a project-local virtual environment, .venv/ (PYTHON picks the
+# interpreter that creates it; Python >= 3.10).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  (extra Hydra overrides: make train ARGS='trainer.max_epochs=2')"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install cnnzoo with its dev tools (only when needed)
+
+train: $(STAMP)  ## train ResNet-18 on the built-in sample data on the CPU (experiment=quickstart)
+	$(BIN)/python train.py experiment=quickstart $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite (CPU, offline)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove caches and run outputs (keeps .venv and the sample-set cache)
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info multirun lightning_logs wandb
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,152 @@
+"""LightningDataModules over an ImageNet-layout tree: ``ROOT/{train,val}/<wnid>/*.JPEG``.
+
+The class index is the position of the wnid in sorted order (torchvision's ImageFolder and the
+ILSVRC convention). ImageNet's test labels are not public, so the test stage scores the val
+split, as the papers' reported results do.
+"""
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from cnnzoo.data.sample import ensure_sample_dataset
+from cnnzoo.data.transforms import eval_transform, train_transform
+from cnnzoo.errors import ConfigError, DataError
+
+LAYOUT = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
+SPLITS = ("train", "val")
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over an ImageNet-layout folder tree.
+
+    ``batch_size`` is the global batch: each of the ``world_size`` processes loads
+    ``batch_size // world_size`` images per step.
+    """
+
+    def __init__(
+        self,
+        root: str | None,
+        *,
+        num_classes: int,
+        batch_size: int = 256,
+        num_workers: int = 8,
+        image_size: int = 224,
+        eval_resize: int = 256,
+        train_crop_scale: tuple[float, float] = (0.08, 1.0),
+        hflip: bool = True,
+        pin_memory: bool = True,
+        root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
+    ) -> None:
+        super().__init__()
+        if eval_resize < image_size:
+            raise ConfigError(
+                f"data.eval_resize={eval_resize} is smaller than data.image_size={image_size}: "
+                "the centre crop would not fit. Set eval_resize >= image_size (224/256 is usual)."
+            )
+        self.root = Path(root).expanduser() if root else None
+        self.root_setting = root_setting
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_tf = train_transform(image_size, tuple(train_crop_scale), hflip)
+        self.eval_tf = eval_transform(image_size, eval_resize)
+        self.datasets: dict[str, ImageFolder] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check the tree and index both splits (once; later calls reuse the index)."""
+        if self.datasets:
+            return
+        root = self._checked_root()
+        for split in SPLITS:
+            tf = self.train_tf if split == "train" else self.eval_tf
+            self.datasets[split] = _image_folder(root / split, tf)
+        train_classes, val_classes = (self.datasets[s].classes for s in SPLITS)
+        if len(train_classes) != self.num_classes:
+            raise DataError(
+                f"{root / 'train'} has {len(train_classes)} class folders but "
+                f"data.num_classes={self.num_classes}. Point {self.root_setting} at the full tree, "
+                "or set data.num_classes to match."
+            )
+        if val_classes != train_classes:
+            only = sorted(set(train_classes) ^ set(val_classes))[:5]
+            raise DataError(
+                f"{root / 'train'} and {root / 'val'} hold different class folders "
+                f"(e.g. {only}); both splits need the same wnid folders ({LAYOUT})."
+            )
+
+    def _checked_root(self) -> Path:
+        if self.root is None:
+            raise DataError(f"no data folder given. Set {self.root_setting}; expected {LAYOUT}.")
+        missing = [s for s in SPLITS if not (self.root / s).is_dir()]
+        if missing:
+            found = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else None
+            raise DataError(
+                f"data folder {self.root} "
+                + (f"has no {' or '.join(missing)} folder (found: {found or 'nothing'})"
+                   if found is not None else "does not exist")
+                + f". Expected {LAYOUT}; set {self.root_setting} to such a folder."
+            )
+        return self.root
+
+    @property
+    def classes(self) -> list[str]:
+        """Class folder names (wnids) in class-index order."""
+        self.setup()
+        return self.datasets["train"].classes
+
+    def per_device_batch_size(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the global batch and must divide by the "
+                f"world size {world} (devices x nodes); choose a multiple of {world}."
+            )
+        return self.batch_size // world
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.per_device_batch_size(),
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+
+class SampleDataModule(ImageFolderDataModule):
+    """The built-in sample set, generated on first use into ``root``, then read like ImageNet."""
+
+    def __init__(
+        self, root: str, *, train_per_class: int = 100, val_per_class: int = 30, seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(root, root_setting="data.root", **kwargs)
+        self.generation = {"train_per_class": train_per_class, "val_per_class": val_per_class,
+                           "seed": seed}
+
+    def prepare_data(self) -> None:
+        ensure_sample_dataset(self.root, **self.generation)
+
+
+def _image_folder(folder: Path, transform) -> ImageFolder:
+    try:
+        return ImageFolder(os.fspath(folder), transform=transform)
+    except FileNotFoundError as e:  # no class folders, or a class folder without images
+        raise DataError(f"{folder}: {e}. Expected {LAYOUT}.") from None

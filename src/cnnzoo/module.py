@@ -1,0 +1,124 @@
+"""The LightningModule: cross-entropy (with auxiliary heads), top-k metrics, injected optimiser."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+def topk_metrics(num_classes: int) -> MetricCollection:
+    """Top-1 and top-5 accuracy as the ILSVRC defines them: the fraction of images whose label
+    is among the k highest scores (micro average; torchmetrics' default would be macro)."""
+    ks = [k for k in (1, 5) if k <= num_classes]
+    return MetricCollection(
+        {f"acc_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro") for k in ks}
+    )
+
+
+def split_outputs(output: Tensor | Sequence[Tensor | None]) -> tuple[Tensor, list[Tensor]]:
+    """(main logits, auxiliary logits) of a plain tensor or a (named) tuple such as
+    torchvision's ``GoogLeNetOutputs`` / ``InceptionOutputs``; absent heads (None) dropped."""
+    if isinstance(output, Tensor):
+        return output, []
+    main, *aux = output
+    return main, [a for a in aux if a is not None]
+
+
+class ClassificationModule(pl.LightningModule):
+    """Trains ``net`` with cross-entropy; loss = main + sum_i aux_weights[i] * aux_i.
+
+    Args:
+        net: a plain ``nn.Module`` returning logits, or (main, aux...) logits in training.
+        optimizer: a partial optimiser (``_partial_: true``); completed with the parameters.
+        scheduler: ``{"scheduler": partial, "interval": "epoch"|"step", ...}`` or None.
+        aux_weights: weight of each auxiliary head's loss, in the order the net returns them.
+        arch: the architecture name, kept in checkpoints so a mismatch can be named.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        scheduler: dict[str, Any] | None = None,
+        aux_weights: Sequence[float] = (),
+        arch: str = "",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.aux_weights = list(aux_weights)
+        self.train_metrics = topk_metrics(num_classes).clone(prefix="train/")
+        self.val_metrics = topk_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = topk_metrics(num_classes).clone(prefix="test/")
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Main logits, (N, num_classes), whatever heads the net also returns."""
+        return split_outputs(self.net(images))[0]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        main, aux = split_outputs(self.net(images))
+        if len(aux) > len(self.aux_weights):
+            raise ValueError(
+                f"the net returned {len(aux)} auxiliary outputs but model.aux_weights has "
+                f"{len(self.aux_weights)} weights ({self.aux_weights}); give one weight per head."
+            )
+        loss_main = F.cross_entropy(main, labels)
+        loss = loss_main
+        for i, (logits, weight) in enumerate(zip(aux, self.aux_weights), start=1):
+            loss_aux = F.cross_entropy(logits, labels)
+            loss = loss + weight * loss_aux
+            self.log(f"train/loss_aux{i}", loss_aux, on_step=True, on_epoch=True)
+        if aux:
+            self.log("train/loss_main", loss_main, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.train_metrics.update(main.detach(), labels)
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
+        getattr(self, f"{stage}_metrics").update(logits, labels)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_accuracy_and_error(self, metrics: MetricCollection) -> None:
+        """Log each accuracy and its error (1 - accuracy), computed over every rank's images."""
+        for name, acc in metrics.compute().items():
+            self.log(name, acc, prog_bar=name.endswith("top1"))
+            self.log(name.replace("/acc_", "/err_"), 1.0 - acc)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracy_and_error(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy_and_error(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy_and_error(self.test_metrics)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if not self.scheduler_config:
+            return optimizer
+        config = dict(self.scheduler_config)
+        config["scheduler"] = config["scheduler"](optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": config}

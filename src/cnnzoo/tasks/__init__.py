@@ -1,0 +1,1 @@
+"""Tasks: instantiate a run from its Hydra config, run it, write its results."""

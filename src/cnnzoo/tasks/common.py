@@ -1,0 +1,48 @@
+"""What every task needs: building parts from config, user-facing errors, rank-zero output."""
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cnnzoo.errors import UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Keys of a model config that the rest of the run reads (by interpolation or in code); the
+# remaining keys are the arguments of its ``_target_`` builder.
+MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights")
+
+
+def build_net(model_cfg: DictConfig) -> nn.Module:
+    """Instantiate the architecture from a model config (its builder keys only)."""
+    builder = {k: v for k, v in model_cfg.items() if k not in MODEL_RUN_KEYS}
+    return instantiate(OmegaConf.create(builder))
+
+
+def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-targets group (callbacks, logger); skip nulls."""
+    if not group_cfg:
+        return []
+    return [instantiate(entry) for entry in group_cfg.values() if entry and "_target_" in entry]
+
+
+def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
+    """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall."""
+
+    @functools.wraps(task)
+    def run(*args, **kwargs) -> T:
+        try:
+            return task(*args, **kwargs)
+        except UserError as e:
+            log.error("%s: %s", type(e).__name__, e)
+            print(f"\nerror: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return run

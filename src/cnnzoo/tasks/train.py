@@ -1,0 +1,112 @@
+"""The train task: seed, build data/model/trainer from config, fit, test the best checkpoint,
+write ``results.json`` and print a summary. Returns the metric a sweep optimises."""
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+
+from cnnzoo.module import ClassificationModule
+from cnnzoo.summary import print_summary
+from cnnzoo.tasks.common import build_net, exit_on_user_error, instantiate_group
+from cnnzoo.tracking import finish_wandb, wandb_run_location
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> ClassificationModule:
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return ClassificationModule(
+        net=build_net(cfg.model),
+        optimizer=instantiate(cfg.optim),
+        scheduler=scheduler,
+        num_classes=cfg.data.num_classes,
+        aux_weights=cfg.model.get("aux_weights") or (),
+        arch=cfg.model.name,
+    )
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # nothing to report a learning rate to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, module: pl.LightningModule) -> None:
+    """Send the whole resolved config, the parameter count and the global batch to every logger."""
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams["num_params"] = sum(p.numel() for p in module.parameters())
+    hparams["global_batch_size"] = cfg.data.batch_size
+    hparams["world_size"] = trainer.world_size
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+
+
+@exit_on_user_error
+def train(cfg: DictConfig) -> float | None:
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # a missing or malformed data tree fails here, before any work
+    module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    failed = True
+    try:
+        log_hyperparameters(trainer, cfg, module)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_metrics = _floats(trainer.callback_metrics)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
+        results = _results(cfg, trainer, fit_metrics, test_metrics, time.perf_counter() - started)
+        if trainer.is_global_zero:
+            _write_results(Path(cfg.paths.output_dir), results)
+            print_summary(results)
+        failed = False
+        return results["optimized_metric_value"]
+    finally:
+        finish_wandb(failed)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def _results(
+    cfg: DictConfig, trainer: pl.Trainer, fit: dict, test: dict, wall_time: float
+) -> dict[str, Any]:
+    ckpt = trainer.checkpoint_callback
+    best_score = ckpt.best_model_score if ckpt is not None else None
+    optimised = cfg.optimized_metric
+    value = float(best_score) if best_score is not None else fit.get(optimised)
+    return {
+        "model": cfg.model.name,
+        "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+        "lr": cfg.optim.lr,
+        "global_batch_size": cfg.data.batch_size,
+        "world_size": trainer.world_size,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(wall_time, 2),
+        "metrics": {**fit, **_floats(test)},
+        "optimized_metric": optimised,
+        "optimized_metric_value": value,
+        "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
+        "last_checkpoint": ckpt.last_model_path if ckpt is not None else None,
+        "output_dir": cfg.paths.output_dir,
+        "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
+        "wandb": wandb_run_location(trainer.loggers),
+    }
+
+
+def _write_results(output_dir: Path, results: dict[str, Any]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,68 @@
+"""Weights & Biases without surprises: online with credentials, offline without, never a prompt."""
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def wandb_credentials_present() -> bool:
+    """True when ``WANDB_API_KEY`` is set or the netrc file has an entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        return netrc.netrc(os.fspath(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` when the user set it; else online with credentials and offline without."""
+    if mode := os.environ.get("WANDB_MODE"):
+        if mode == "online" and not wandb_credentials_present():
+            log.warning("WANDB_MODE=online but no W&B credentials found: logging offline instead.")
+            return "offline"
+        return mode
+    return "online" if wandb_credentials_present() else "offline"
+
+
+def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> WandbLogger:
+    """A ``WandbLogger`` writing under ``save_dir/wandb``, in the mode ``wandb_mode()`` picks.
+
+    ``init_kwargs`` (entity, group, tags, job_type, notes, name, ...) go to ``wandb.init``.
+    """
+    mode = wandb_mode()
+    if mode in ("offline", "dryrun"):
+        log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`), logging offline.")
+    settings = {"silent": True}
+    return WandbLogger(
+        save_dir=save_dir, project=project, mode=mode, settings=settings, **init_kwargs
+    )
+
+
+def wandb_run_location(loggers: list[Logger]) -> str | None:
+    """The W&B run's URL when online; the offline run folder plus the sync command otherwise."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            run = logger.experiment
+            if not getattr(run, "offline", True):
+                return run.url
+            if getattr(run, "dir", None):  # a disabled run has none
+                folder = Path(run.dir).parent
+                return f"{folder} (offline; upload with: wandb sync {folder})"
+    return None
+
+
+def finish_wandb(failed: bool) -> None:
+    """Close the W&B run (if any), so a failed job in a sweep does not leak into the next one."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
