@@ -76,13 +76,13 @@ class ClassificationModule(pl.LightningModule):
             )
         loss_main = F.cross_entropy(main, labels)
         loss = loss_main
-        for i, (logits, weight) in enumerate(zip(aux, self.aux_weights), start=1):
+        for i, (logits, weight) in enumerate(zip(aux, self.aux_weights, strict=False), start=1):
             loss_aux = F.cross_entropy(logits, labels)
             loss = loss + weight * loss_aux
-            self.log(f"train/loss_aux{i}", loss_aux, on_step=True, on_epoch=True)
+            self.log(f"train/loss_aux{i}", loss_aux)
         if aux:
-            self.log("train/loss_main", loss_main, on_step=True, on_epoch=True)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train/loss_main", loss_main)
+        self.log("train/loss", loss, prog_bar=True)  # per step
         self.train_metrics.update(main.detach(), labels)
         return loss
 

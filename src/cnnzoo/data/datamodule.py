@@ -88,8 +88,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             found = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else None
             raise DataError(
                 f"data folder {self.root} "
-                + (f"has no {' or '.join(missing)} folder (found: {found or 'nothing'})"
-                   if found is not None else "does not exist")
+                + (
+                    f"has no {' or '.join(missing)} folder (found: {found or 'nothing'})"
+                    if found is not None
+                    else "does not exist"
+                )
                 + f". Expected {LAYOUT}; set {self.root_setting} to such a folder."
             )
         return self.root
@@ -134,12 +137,20 @@ class SampleDataModule(ImageFolderDataModule):
     """The built-in sample set, generated on first use into ``root``, then read like ImageNet."""
 
     def __init__(
-        self, root: str, *, train_per_class: int = 100, val_per_class: int = 30, seed: int = 0,
+        self,
+        root: str,
+        *,
+        train_per_class: int = 100,
+        val_per_class: int = 30,
+        seed: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(root, root_setting="data.root", **kwargs)
-        self.generation = {"train_per_class": train_per_class, "val_per_class": val_per_class,
-                           "seed": seed}
+        self.generation = {
+            "train_per_class": train_per_class,
+            "val_per_class": val_per_class,
+            "seed": seed,
+        }
 
     def prepare_data(self) -> None:
         ensure_sample_dataset(self.root, **self.generation)

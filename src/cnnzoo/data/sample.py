@@ -4,9 +4,9 @@ Ten classes named by real ILSVRC-2012 wnids (those of Imagenette), each drawn as
 shape of random size, position and rotation over a noisy background of random colour with a
 distractor stroke. A class's shape colour is drawn around a hue of its own, with neighbouring
 classes' hues overlapping: colour is a quick, partial cue (like a goldfish's orange) and the
-shape decides the rest. The images are saved as real JPEGs of varied sizes and aspect ratios in the exact ImageNet
-layout (``train/<wnid>/<wnid>_<n>.JPEG``, ``val/<wnid>/...``). Like real ImageNet it holds a
-grayscale JPEG, a CMYK JPEG and a PNG file named ``.JPEG``.
+shape decides the rest. The images are saved as real JPEGs of varied sizes and aspect ratios
+in the exact ImageNet layout (``train/<wnid>/<wnid>_<n>.JPEG``, ``val/<wnid>/...``). Like real
+ImageNet it holds a grayscale JPEG, a CMYK JPEG and a PNG file named ``.JPEG``.
 
 Generation is deterministic: each image has its own RNG seeded from (seed, split, class, index),
 so the same version and seed give byte-identical files.
@@ -102,7 +102,9 @@ def _draw_shape(
         for i in range(4):
             for j in range(4):
                 x0, y0 = cx - r + i * step, cy - r + j * step
-                draw.rectangle((x0, y0, x0 + step, y0 + step), fill=colour if (i + j) % 2 else other)
+                draw.rectangle(
+                    (x0, y0, x0 + step, y0 + step), fill=colour if (i + j) % 2 else other
+                )
     else:
         raise ValueError(f"unknown shape {shape!r}")
 

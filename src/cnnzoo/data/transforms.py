@@ -27,6 +27,4 @@ def train_transform(
 
 def eval_transform(image_size: int, resize: int) -> v2.Compose:
     """Resize the short side to ``resize``, then take the centre ``image_size`` crop."""
-    return v2.Compose(
-        [v2.Resize(resize), v2.CenterCrop(image_size), *_to_normalised_tensor()]
-    )
+    return v2.Compose([v2.Resize(resize), v2.CenterCrop(image_size), *_to_normalised_tensor()])

@@ -1,4 +1,4 @@
-"""Pure torch.nn architectures behind one door: ``create_model(name, ...)`` and ``list_models()``."""
+"""Pure torch.nn architectures behind one door: `create_model(name, ...)`, `list_models()`."""
 
 from cnnzoo.models.registry import create_model, list_models
 

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real Hydra config composed for tiny CPU runs, offline W&B, a sample set."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from cnnzoo.data.sample import ensure_sample_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# A small sample set (same generator, fewer images) so runs take seconds.
+TINY_SAMPLE = {"train_per_class": 8, "val_per_class": 4}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    ensure_sample_dataset(
+        path / "sample_v1_{train_per_class}+{val_per_class}_seed0".format(**TINY_SAMPLE),
+        **TINY_SAMPLE,
+    )
+    return path
+
+
+def tiny_overrides(cache_dir: Path, out: Path) -> list[str]:
+    """Overrides that turn the real config into a seconds-long CPU run on the tiny sample set."""
+    return [
+        f"paths.cache_dir={cache_dir}",
+        f"data.train_per_class={TINY_SAMPLE['train_per_class']}",
+        f"data.val_per_class={TINY_SAMPLE['val_per_class']}",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "model.input_size=32",
+        "model.eval_resize=36",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_model_summary=false",
+        "callbacks.progress_bar=null",
+    ]
+
+
+@pytest.fixture
+def offline_env(monkeypatch, tmp_path) -> dict[str, str]:
+    """No W&B credentials anywhere: the default logger must go offline on its own."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    return dict(os.environ)
+
+
+def compose_train(overrides: list[str], out: Path | None = None) -> DictConfig:
+    """The real train config, with paths that need no running Hydra app."""
+    paths = [f"paths.output_dir={out}", f"paths.log_dir={out}"] if out else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=paths + overrides)
+
+
+def run_train(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
+    """``python train.py ARGS`` as a user runs it, from ``cwd`` (where outputs/ goes)."""
+    env = {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,122 @@
+"""Every option of every config group composes, resolves and builds what it describes."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import CONF, compose_train
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from cnnzoo.data import ImageFolderDataModule
+from cnnzoo.tasks.common import build_net, instantiate_group
+from cnnzoo.tasks.train import build_module
+
+GROUPS = [
+    "model",
+    "data",
+    "optim",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def test_the_issue_options_exist():
+    names = set(OPTIONS)
+    for option in [
+        ("model", "resnet18"),
+        ("data", "sample"),
+        ("data", "imagenet"),
+        ("optim", "sgd"),
+        ("optim", "sgd_momentum"),
+        ("scheduler", "none"),
+        ("scheduler", "step"),
+        ("scheduler", "cosine"),
+        ("trainer", "default"),
+        ("trainer", "cpu"),
+        ("trainer", "gpu"),
+        ("logger", "wandb"),
+        ("logger", "csv"),
+        ("logger", "none"),
+        ("experiment", "quickstart"),
+    ]:
+        assert option in names
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_composes_and_resolves(group, option, tmp_path):
+    cfg = compose_train([f"{group}={option}"], out=tmp_path)
+    OmegaConf.resolve(cfg)  # every interpolation has a value
+    assert cfg.model.num_classes == cfg.data.num_classes
+    assert cfg.data.image_size == cfg.model.input_size
+    assert cfg.data.eval_resize == cfg.model.eval_resize
+    assert cfg.optim.lr == cfg.model.lr
+
+
+def test_parts_build_from_the_default_config(tmp_path, offline_env):
+    cfg = compose_train(["data.num_workers=0"], out=tmp_path)
+    assert isinstance(instantiate(cfg.data), ImageFolderDataModule)
+    net = build_net(cfg.model)
+    assert sum(p.numel() for p in net.parameters()) == 11_181_642  # resnet18, 10 classes
+    module = build_module(cfg)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 1e-4
+    callbacks = instantiate_group(cfg.callbacks)
+    assert {type(c).__name__ for c in callbacks} == {
+        "ModelCheckpoint",
+        "LearningRateMonitor",
+        "RichProgressBar",
+    }
+    assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("none", None),
+        ("step", torch.optim.lr_scheduler.StepLR),
+        ("cosine", torch.optim.lr_scheduler.CosineAnnealingLR),
+    ],
+)
+def test_scheduler_options(option, expected, tmp_path):
+    cfg = compose_train([f"scheduler={option}"], out=tmp_path)
+    configured = build_module(cfg).configure_optimizers()
+    if expected is None:
+        assert isinstance(configured, torch.optim.Optimizer)
+    else:
+        assert isinstance(configured["lr_scheduler"]["scheduler"], expected)
+        assert configured["lr_scheduler"]["interval"] == "epoch"
+
+
+def test_plain_sgd_has_no_momentum_and_no_decay(tmp_path):
+    cfg = compose_train(["optim=sgd"], out=tmp_path)
+    optimizer = build_module(cfg).configure_optimizers()["optimizer"]
+    assert optimizer.defaults["momentum"] == 0.0 and optimizer.defaults["weight_decay"] == 0.0
+
+
+def test_loggers(tmp_path, offline_env):
+    assert instantiate_group(compose_train(["logger=none"], out=tmp_path).get("logger")) == []
+    (csv,) = instantiate_group(compose_train(["logger=csv"], out=tmp_path).logger)
+    assert type(csv).__name__ == "CSVLogger"
+    (wandb,) = instantiate_group(compose_train(["logger=wandb"], out=tmp_path).logger)
+    assert type(wandb).__name__ == "WandbLogger"
+
+
+def test_quickstart_experiment_values(tmp_path):
+    cfg = compose_train(["experiment=quickstart"], out=tmp_path)
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.data._target_.endswith("SampleDataModule")
+    assert cfg.data.image_size == 48 and cfg.data.batch_size == 32
+    assert cfg.scheduler.scheduler._target_.endswith("CosineAnnealingLR")
+
+
+def test_unknown_model_lists_the_choices(tmp_path):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_train(["model=resnet9"], out=tmp_path)
+    assert "resnet18" in str(e.value)

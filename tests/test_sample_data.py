@@ -1,0 +1,77 @@
+"""The built-in sample set: ImageNet layout, deterministic, with ImageNet's odd files."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cnnzoo.data import SampleDataModule
+from cnnzoo.data.sample import CLASSES, ensure_sample_dataset, sample_class_names
+from cnnzoo.errors import DataError
+
+SMALL = {"train_per_class": 3, "val_per_class": 2}
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_generation_is_deterministic(tmp_path):
+    a = ensure_sample_dataset(tmp_path / "a", **SMALL)
+    b = ensure_sample_dataset(tmp_path / "b", **SMALL)
+    assert digest(a) == digest(b)
+    c = ensure_sample_dataset(tmp_path / "c", **SMALL, seed=1)
+    assert digest(c) != digest(a)
+
+
+def test_imagenet_layout_with_real_wnids(tmp_path):
+    root = ensure_sample_dataset(tmp_path / "s", **SMALL)
+    wnids = sorted(wnid for wnid, _, _ in CLASSES)
+    for split, n in (("train", 3), ("val", 2)):
+        assert sorted(p.name for p in (root / split).iterdir()) == wnids
+        for wnid in wnids:
+            names = sorted(p.name for p in (root / split / wnid).iterdir())
+            assert names == sorted(f"{wnid}_{i}.JPEG" for i in range(n))
+    assert sample_class_names()[:3] == ["tench", "English springer", "cassette player"]
+
+
+def test_images_vary_in_size_and_aspect_ratio(tmp_path):
+    root = ensure_sample_dataset(tmp_path / "s", **SMALL)
+    sizes = {Image.open(p).size for p in root.rglob("*.JPEG")}
+    assert len(sizes) > 20
+    assert any(w > h for w, h in sizes) and any(h > w for w, h in sizes)
+
+
+def test_odd_files_are_there_and_decode_to_three_channels(tmp_path):
+    root = ensure_sample_dataset(tmp_path / "s", **SMALL)
+    train = root / "train"
+    odd = {
+        "L": train / "n01440764" / "n01440764_0.JPEG",
+        "CMYK": train / "n02102040" / "n02102040_0.JPEG",
+        "PNG": train / "n02979186" / "n02979186_0.JPEG",
+    }
+    assert Image.open(odd["L"]).mode == "L" and Image.open(odd["L"]).format == "JPEG"
+    assert Image.open(odd["CMYK"]).mode == "CMYK"
+    assert Image.open(odd["PNG"]).format == "PNG"
+    dm = SampleDataModule(root, num_classes=10, image_size=32, eval_resize=36, **SMALL)
+    dm.setup()
+    dataset = dm.datasets["train"]
+    index = {Path(path): i for i, (path, _) in enumerate(dataset.samples)}
+    for path in odd.values():
+        image, label = dataset[index[path]]
+        assert image.shape == (3, 32, 32)
+        assert dataset.classes[label] == path.parent.name
+
+
+def test_a_foreign_folder_at_the_root_is_not_overwritten(tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "precious.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a complete cnnzoo sample set"):
+        ensure_sample_dataset(root, **SMALL)
+    assert (root / "precious.txt").read_text() == "keep me"

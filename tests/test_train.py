@@ -1,0 +1,119 @@
+"""The train task end to end: in-process through the real config, and as the user runs it."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_train, run_train, tiny_overrides
+
+from cnnzoo.tasks.train import train
+
+METRICS = [
+    "val/acc_top1",
+    "val/acc_top5",
+    "val/err_top1",
+    "val/err_top5",
+    "val/loss",
+    "test/acc_top1",
+    "test/acc_top5",
+    "test/err_top1",
+    "test/err_top5",
+    "train/loss",
+]
+
+
+def test_fast_dev_run_through_the_real_config(cache_dir, tmp_path, offline_env):
+    cfg = compose_train(tiny_overrides(cache_dir, tmp_path) + ["debug=fast"], out=tmp_path)
+    value = train(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"] == "resnet18"
+    assert set(METRICS) <= set(results["metrics"])
+    assert value == results["metrics"]["val/acc_top1"] == results["optimized_metric_value"]
+    assert 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow
+def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offline_env):
+    proc = run_train(tiny_overrides(cache_dir, tmp_path), offline_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert set(METRICS) <= set(results["metrics"])
+    for stage in ("val", "test"):
+        for k in (1, 5):
+            acc, err = (results["metrics"][f"{stage}/{m}_top{k}"] for m in ("acc", "err"))
+            assert acc + err == pytest.approx(1.0)
+    assert Path(results["best_checkpoint"]) == run / "checkpoints" / "best.ckpt"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert results["global_batch_size"] == 8 and results["lr"] == 0.1
+    assert results["epochs"] == 1 and results["wall_time_s"] > 0
+    assert (run / ".hydra" / "config.yaml").is_file()
+    # The summary names the architecture, the metrics and where everything is.
+    for text in ("resnet18", "top-1 acc", "top-5 err", "best.ckpt", "wandb sync"):
+        assert text in proc.stdout
+
+
+@pytest.mark.slow
+def test_offline_wandb_run_holds_the_config(cache_dir, tmp_path, offline_env):
+    proc = run_train(
+        tiny_overrides(cache_dir, tmp_path) + ["logger=wandb"], offline_env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    (record,) = wandb_run.glob("*.wandb")
+    data = record.read_bytes()  # the run's records: config keys with their JSON values
+    for key, value in [
+        (b"optimized_metric", b'"val/acc_top1"'),
+        (b"num_params", b"11181642"),
+        (b"global_batch_size", b"8"),
+    ]:
+        at = data.find(key)
+        assert at >= 0 and value in data[at : at + 40], key
+
+
+@pytest.mark.slow
+def test_csv_logger_writes_metrics_csv(cache_dir, tmp_path, offline_env):
+    proc = run_train(
+        tiny_overrides(cache_dir, tmp_path) + ["logger=csv"], offline_env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "val/acc_top1", "val/err_top5", "train/loss"} <= set(header)
+    assert not (run / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_folder_per_job(cache_dir, tmp_path, offline_env):
+    args = [
+        "-m",
+        "optim=sgd,sgd_momentum",
+        "experiment=quickstart",
+        *tiny_overrides(cache_dir, tmp_path),
+        "logger=none",
+    ]
+    proc = run_train(args, offline_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train").glob("multirun_*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0_resnet18", "1_resnet18"]
+    momenta = [json.loads((j / "results.json").read_text())["optim"]["momentum"] for j in jobs]
+    assert momenta == [0.0, 0.9]
+
+
+@pytest.mark.slow
+def test_missing_imagenet_root_fails_at_once_without_a_traceback(tmp_path, offline_env):
+    missing = tmp_path / "imagenet"
+    proc = run_train(["data=imagenet", f"data.root={missing}"], offline_env, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert str(missing) in proc.stderr and "ROOT/train/<wnid>/*.JPEG" in proc.stderr
+    assert "IMAGENET_ROOT" in proc.stderr
+
+
+@pytest.mark.slow
+def test_unknown_model_lists_choices_on_the_command_line(tmp_path, offline_env):
+    proc = run_train(["model=resnet9"], offline_env, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "resnet9" in proc.stderr and "resnet18" in proc.stderr
