@@ -32,11 +32,17 @@ def test_fast_dev_run_through_the_real_config(cache_dir, tmp_path, offline_env):
     assert 0.0 <= value <= 1.0
 
 
-@pytest.mark.slow
-def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offline_env):
-    proc = run_train(tiny_overrides(cache_dir, tmp_path), offline_env, cwd=tmp_path)
+def tiny_run(extra: list[str], cache_dir: Path, tmp_path: Path, env: dict):
+    """Run ``train.py`` on the tiny sample set; return its output and its run folder."""
+    proc = run_train([*tiny_overrides(cache_dir, tmp_path), *extra], env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train").iterdir()
+    return proc, run
+
+
+@pytest.mark.slow
+def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offline_env):
+    proc, run = tiny_run([], cache_dir, tmp_path, offline_env)
     results = json.loads((run / "results.json").read_text())
     assert set(METRICS) <= set(results["metrics"])
     for stage in ("val", "test"):
@@ -55,11 +61,7 @@ def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offli
 
 @pytest.mark.slow
 def test_offline_wandb_run_holds_the_config(cache_dir, tmp_path, offline_env):
-    proc = run_train(
-        tiny_overrides(cache_dir, tmp_path) + ["logger=wandb"], offline_env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    _, run = tiny_run(["logger=wandb"], cache_dir, tmp_path, offline_env)
     (wandb_run,) = (run / "wandb").glob("offline-run-*")
     (record,) = wandb_run.glob("*.wandb")
     data = record.read_bytes()  # the run's records: config keys with their JSON values
@@ -74,11 +76,7 @@ def test_offline_wandb_run_holds_the_config(cache_dir, tmp_path, offline_env):
 
 @pytest.mark.slow
 def test_csv_logger_writes_metrics_csv(cache_dir, tmp_path, offline_env):
-    proc = run_train(
-        tiny_overrides(cache_dir, tmp_path) + ["logger=csv"], offline_env, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    _, run = tiny_run(["logger=csv"], cache_dir, tmp_path, offline_env)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "val/acc_top1", "val/err_top5", "train/loss"} <= set(header)
     assert not (run / "wandb").exists()
