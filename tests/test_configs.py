@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnzoo.data import ImageFolderDataModule
+from cnnzoo.models import create_model
 from cnnzoo.tasks.common import build_net, instantiate_group
 from cnnzoo.tasks.train import build_module
 
@@ -120,3 +121,16 @@ def test_unknown_model_lists_the_choices(tmp_path):
     with pytest.raises(ConfigCompositionException) as e:
         compose_train(["model=resnet9"], out=tmp_path)
     assert "resnet18" in str(e.value)
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "model").glob("*.yaml"))])
+def test_every_model_config_builds_its_architecture(name, tmp_path):
+    cfg = compose_train([f"model={name}"], out=tmp_path)
+    assert cfg.model.name == name
+    with torch.device("meta"):
+        net, reference = build_net(cfg.model), create_model(name, num_classes=10)
+    assert net.state_dict().keys() == reference.state_dict().keys()
+    plain = name == "alexnet" or (name.startswith("vgg") and not name.endswith("_bn"))
+    assert cfg.optim.lr == (0.01 if plain else 0.1)  # torchvision's from-scratch recipes
+    size = (299, 342) if name == "inception_v3" else (224, 256)
+    assert (cfg.data.image_size, cfg.data.eval_resize) == size

@@ -115,3 +115,60 @@ def test_unknown_model_lists_choices_on_the_command_line(tmp_path, offline_env):
     proc = run_train(["model=resnet9"], offline_env, cwd=tmp_path)
     assert proc.returncode != 0
     assert "resnet9" in proc.stderr and "resnet18" in proc.stderr
+
+
+def test_wandb_run_is_finished_when_training_fails(cache_dir, tmp_path, offline_env):
+    import wandb
+
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "optim.lr=-1"], out=tmp_path)
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        train(cfg)  # fails in configure_optimizers, after the W&B run has started
+    assert (tmp_path / "wandb").is_dir()
+    assert wandb.run is None
+
+
+def test_trained_weights_load_into_torchvision_and_refuse_another_arch(
+    cache_dir, tmp_path, offline_env, capsys
+):
+    import torch
+    import torchvision
+
+    from cnnzoo.models import create_model
+    from cnnzoo.models.weights import net_state_dict
+    from cnnzoo.module import ClassificationModule
+
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none"], out=tmp_path)
+    train(cfg)
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    plain = torchvision.models.resnet18(num_classes=10).eval()
+    plain.load_state_dict(net_state_dict(best))  # strict: same keys, same shapes
+    ours = ClassificationModule.load_from_checkpoint(
+        best, net=create_model("resnet18", num_classes=10), optimizer=None
+    ).eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(plain(images), ours(images))
+
+    other = compose_train(
+        [*tiny_overrides(cache_dir, tmp_path), "logger=none", "model=resnet34",
+         f"ckpt_path={best}"],
+        out=tmp_path / "other",
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        train(other)
+    assert "arch 'resnet18' but this run's model has arch 'resnet34'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "heads"), [("googlenet", 2), ("inception_v3", 1)])
+def test_inception_family_trains_and_logs_aux_losses(name, heads, cache_dir, tmp_path):
+    overrides = [*tiny_overrides(cache_dir, tmp_path), f"model={name}", "model.small_input=true",
+                 "model.input_size=32", "model.eval_resize=36", "logger=csv",
+                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                 "trainer.limit_test_batches=1"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    expected = {"train/loss", "train/loss_main"} | {
+        f"train/loss_aux{i}" for i in range(1, heads + 1)
+    }
+    assert expected <= set(header)
+    assert f"train/loss_aux{heads + 1}" not in header

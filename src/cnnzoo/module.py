@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnzoo.errors import ConfigError
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -41,6 +43,8 @@ class ClassificationModule(pl.LightningModule):
         scheduler: ``{"scheduler": partial, "interval": "epoch"|"step", ...}`` or None.
         aux_weights: weight of each auxiliary head's loss, in the order the net returns them.
         arch: the architecture name, kept in checkpoints so a mismatch can be named.
+        channels_last: run the net and its inputs in NHWC memory format.
+        compile: ``torch.compile`` the net in place (its state dict keys stay plain).
     """
 
     def __init__(
@@ -51,10 +55,15 @@ class ClassificationModule(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         aux_weights: Sequence[float] = (),
         arch: str = "",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=self.memory_format)
+        if compile:
+            self.net.compile()  # nn.Module.compile: no _orig_mod. wrapper in the state dict
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.aux_weights = list(aux_weights)
@@ -64,11 +73,14 @@ class ClassificationModule(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """Main logits, (N, num_classes), whatever heads the net also returns."""
-        return split_outputs(self.net(images))[0]
+        return split_outputs(self._net(images))[0]
+
+    def _net(self, images: Tensor) -> Tensor | Sequence[Tensor | None]:
+        return self.net(images.contiguous(memory_format=self.memory_format))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
-        main, aux = split_outputs(self.net(images))
+        main, aux = split_outputs(self._net(images))
         if len(aux) > len(self.aux_weights):
             raise ValueError(
                 f"the net returned {len(aux)} auxiliary outputs but model.aux_weights has "
@@ -114,6 +126,17 @@ class ClassificationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_accuracy_and_error(self.test_metrics)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another architecture or class count, naming both."""
+        saved = checkpoint.get("hyper_parameters", {})
+        for key in ("arch", "num_classes"):
+            if key in saved and saved[key] != self.hparams[key]:
+                raise ConfigError(
+                    f"the checkpoint is of {key} {saved[key]!r} but this run's model has "
+                    f"{key} {self.hparams[key]!r}; choose model={saved.get('arch')} "
+                    f"(num_classes={saved.get('num_classes')}) or another checkpoint."
+                )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 # Keys of a model config that the rest of the run reads (by interpolation or in code); the
 # remaining keys are the arguments of its ``_target_`` builder.
-MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights")
+MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights", "channels_last", "compile")
 
 
 def build_net(model_cfg: DictConfig) -> nn.Module:

@@ -27,8 +27,10 @@ def build_module(cfg: DictConfig) -> ClassificationModule:
         optimizer=instantiate(cfg.optim),
         scheduler=scheduler,
         num_classes=cfg.data.num_classes,
-        aux_weights=cfg.model.get("aux_weights") or (),
+        aux_weights=[float(w) for w in cfg.model.get("aux_weights") or ()],  # plain, for ckpts
         arch=cfg.model.name,
+        channels_last=cfg.model.get("channels_last", False),
+        compile=cfg.model.get("compile", False),
     )
 
 

@@ -1,0 +1,99 @@
+"""Loading torchvision-format weights from local files; nothing is downloaded."""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from cnnzoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def hub_cache_file(name: str) -> tuple[Path, str]:
+    """Where torch hub keeps torchvision's default weights for ``name``, and their URL."""
+    url = tvm.get_model_weights(name).IMAGENET1K_V1.url  # the classic-recipe weights
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def load_weights(net: nn.Module, name: str, path: str | None = None) -> None:
+    """Load a torchvision-format state dict into ``net`` (architecture ``name``).
+
+    ``path=None`` means torchvision's published weights from the torch hub cache. A classifier
+    whose class count differs from the file's is kept freshly initialised (fine-tuning), and
+    the log says so; auxiliary heads that ``net`` does not have are skipped. Any other
+    difference is an error naming the file and the architecture.
+    """
+    if path is None:
+        file, url = hub_cache_file(name)
+        if not file.is_file():
+            raise ConfigError(
+                f"model.pretrained=true: {file} is not there and cnnzoo downloads nothing. "
+                f"Fetch {url} on a machine with internet and put it at that path (or set "
+                "TORCH_HOME), or give the file with model.weights=/path/to/file.pth."
+            )
+    else:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"model.weights={path}: no such file (for model {name!r}).")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"model.weights: {file} is not a readable state dict ({e}).") from None
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        raise ConfigError(
+            f"{file} is a training checkpoint, not a torchvision-format state dict; export one "
+            "with `python -m cnnzoo.export`, or resume training with ckpt_path=."
+        )
+    _load_matching(net, name, file, state)
+
+
+def net_state_dict(checkpoint_path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network's torchvision-format state dict from a cnnzoo (Lightning) checkpoint."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state, prefix = checkpoint["state_dict"], "net."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _load_matching(net: nn.Module, name: str, file: Path, state: dict) -> None:
+    own = net.state_dict()
+    resized = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state and not _is_aux(k)]
+    unexpected = [k for k in state if k not in own and not _is_aux(k)]
+    head = _classifier_prefix(net)
+    if missing or unexpected or any(not (k.startswith(head) or _is_aux(k)) for k in resized):
+        shapes = [
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in resized[:3]
+        ]
+        raise ConfigError(
+            f"weights {file} do not fit model {name!r}: missing keys {missing[:3]}, "
+            f"unexpected keys {unexpected[:3]}, shape mismatches {shapes}. Is the file of "
+            f"another architecture? Give weights of {name!r}, or pick the model they belong to."
+        )
+    keep = {k: v for k, v in state.items() if k in own and k not in resized}
+    net.load_state_dict(keep, strict=False)
+    if resized:
+        log.warning(
+            "Loaded %s into %s except its classifier (%s: %d classes in the file, %d here), "
+            "which stays freshly initialised for fine-tuning.",
+            file,
+            name,
+            head.rstrip("."),
+            state[head + "weight"].shape[0],
+            own[head + "weight"].shape[0],
+        )
+    else:
+        log.info("Loaded weights %s into %s.", file, name)
+
+
+def _is_aux(key: str) -> bool:
+    return key.startswith(("aux1.", "aux2.", "AuxLogits."))
+
+
+def _classifier_prefix(net: nn.Module) -> str:
+    """The final Linear layer's name, plus a dot (``fc.``, ``classifier.6.``, ...)."""
+    last = [n for n, m in net.named_modules() if isinstance(m, nn.Linear) and not _is_aux(n + ".")]
+    return last[-1] + "."
