@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format clean
+.PHONY: help install train test lint format models clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ train: $(STAMP)  ## train ResNet-18 on the built-in sample data on the CPU (expe
 
 test: $(STAMP)  ## run the whole test suite (CPU, offline)
 	$(BIN)/python -m pytest $(ARGS)
+
+models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
+	$(BIN)/python -m cnnzoo.models
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

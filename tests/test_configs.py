@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnzoo.data import ImageFolderDataModule
+from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
-from cnnzoo.tasks.common import build_net, instantiate_group
+from cnnzoo.tasks.common import build_net, check_input_size, instantiate_group
 from cnnzoo.tasks.train import build_module
 
 GROUPS = [
@@ -134,3 +135,15 @@ def test_every_model_config_builds_its_architecture(name, tmp_path):
     assert cfg.optim.lr == (0.01 if plain else 0.1)  # torchvision's from-scratch recipes
     size = (299, 342) if name == "inception_v3" else (224, 256)
     assert (cfg.data.image_size, cfg.data.eval_resize) == size
+
+
+def test_an_input_too_small_for_the_architecture_fails_early_with_the_fix(tmp_path):
+    cfg = compose_train(["model=inception_v3", "model.input_size=48"], out=tmp_path)
+    with pytest.raises(ConfigError, match="'inception_v3' cannot take 48 px.*small_input=true"):
+        check_input_size(cfg.model)
+    check_input_size(
+        compose_train(
+            ["model=inception_v3", "model.input_size=48", "model.small_input=true"], out=tmp_path
+        ).model
+    )
+    check_input_size(compose_train(["model=inception_v3"], out=tmp_path).model)  # 299 px

@@ -14,7 +14,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
-from cnnzoo.tasks.common import build_net, exit_on_user_error, instantiate_group
+from cnnzoo.tasks.common import (
+    build_net,
+    check_input_size,
+    exit_on_user_error,
+    instantiate_group,
+)
 from cnnzoo.tracking import finish_wandb, wandb_run_location
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # a missing or malformed data tree fails here, before any work
+    check_input_size(cfg.model)
     module = build_module(cfg)
     trainer = build_trainer(cfg)
     failed = True
