@@ -46,6 +46,13 @@ def test_the_issue_options_exist():
         ("logger", "csv"),
         ("logger", "none"),
         ("experiment", "quickstart"),
+        ("optim", "sgd_l2"),
+        ("optim", "nesterov"),
+        ("optim", "rmsprop"),
+        ("optim", "adamw"),
+        ("scheduler", "multistep"),
+        ("scheduler", "plateau"),
+        ("scheduler", "exponential"),
     ]:
         assert option in names
 
@@ -57,7 +64,8 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
     assert cfg.model.num_classes == cfg.data.num_classes
     assert cfg.data.image_size == cfg.model.input_size
     assert cfg.data.eval_resize == cfg.model.eval_resize
-    assert cfg.optim.lr == cfg.model.lr
+    if cfg.optim._target_ != "torch.optim.AdamW":  # AdamW brings its own lr
+        assert cfg.optim.lr == cfg.model.lr
 
 
 def test_parts_build_from_the_default_config(tmp_path, offline_env):

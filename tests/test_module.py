@@ -65,3 +65,19 @@ def test_more_aux_heads_than_weights_is_a_clear_error():
     module = make_module(ThreeHeads(), aux_weights=(0.3,))
     with pytest.raises(ValueError, match="2 auxiliary outputs but model.aux_weights has 1"):
         module.training_step((torch.randn(2, 4), torch.tensor([0, 1])), 0)
+
+
+def test_label_smoothing_applies_to_training_loss_only():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    module = ClassificationModule(net=net, optimizer=torch.optim.SGD, num_classes=3,
+                                  label_smoothing=0.1)  # fmt: skip
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = net(x)
+    # By hand: (1 - eps) * CE(one-hot) + eps * mean over classes of -log p
+    log_p = logits.log_softmax(1)
+    nll = -log_p[torch.arange(6), y].mean()
+    uniform = -log_p.mean()
+    expected = 0.9 * nll + 0.1 * uniform
+    assert module.training_step((x, y), 0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert expected.item() != pytest.approx(nll.item())

@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LinearLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -40,6 +41,11 @@ class ClassificationModule(pl.LightningModule):
     Args:
         net: a plain ``nn.Module`` returning logits, or (main, aux...) logits in training.
         optimizer: a partial optimiser (``_partial_: true``); completed with the parameters.
+        lr: the learning rate to give the optimiser (None: the one ``optimizer`` carries).
+        no_decay_norm_bias: put BatchNorm parameters and biases (every parameter of fewer than
+            two dimensions) in a group without weight decay.
+        label_smoothing: of the training targets (Szegedy et al. 2016, sec. 7); eval losses
+            use the plain targets.
         scheduler: ``{"scheduler": partial, "interval": "epoch"|"step", ...}`` or None.
         aux_weights: weight of each auxiliary head's loss, in the order the net returns them.
         arch: the architecture name, kept in checkpoints so a mismatch can be named.
@@ -52,6 +58,9 @@ class ClassificationModule(pl.LightningModule):
         net: nn.Module,
         optimizer: OptimizerFactory,
         num_classes: int,
+        lr: float | None = None,
+        no_decay_norm_bias: bool = False,
+        label_smoothing: float = 0.0,
         scheduler: dict[str, Any] | None = None,
         aux_weights: Sequence[float] = (),
         arch: str = "",
@@ -86,10 +95,11 @@ class ClassificationModule(pl.LightningModule):
                 f"the net returned {len(aux)} auxiliary outputs but model.aux_weights has "
                 f"{len(self.aux_weights)} weights ({self.aux_weights}); give one weight per head."
             )
-        loss_main = F.cross_entropy(main, labels)
+        smoothing = self.hparams.label_smoothing
+        loss_main = F.cross_entropy(main, labels, label_smoothing=smoothing)
         loss = loss_main
         for i, (logits, weight) in enumerate(zip(aux, self.aux_weights, strict=False), start=1):
-            loss_aux = F.cross_entropy(logits, labels)
+            loss_aux = F.cross_entropy(logits, labels, label_smoothing=smoothing)
             loss = loss + weight * loss_aux
             self.log(f"train/loss_aux{i}", loss_aux)
         if aux:
@@ -138,10 +148,34 @@ class ClassificationModule(pl.LightningModule):
                     f"(num_classes={saved.get('num_classes')}) or another checkpoint."
                 )
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if not self.hparams.no_decay_norm_bias:
+            return [{"params": list(self.parameters())}]
+        decay = [p for p in self.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.ndim <= 1]  # biases, BN weights and biases
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if not self.scheduler_config:
+        lr = {} if self.hparams.lr is None else {"lr": self.hparams.lr}
+        optimizer = self.optimizer_factory(self.parameter_groups(), **lr)
+        config = dict(self.scheduler_config or {})
+        warmup_epochs = config.pop("warmup_epochs", 0)
+        start_factor = config.pop("warmup_start_factor", 1e-3)
+        schedulers = []
+        if warmup_epochs:  # per step; composes with the schedule below (both are multiplicative)
+            steps = max(1, round(warmup_epochs * self._steps_per_epoch()))
+            warmup = LinearLR(optimizer, start_factor=start_factor, total_iters=steps)
+            schedulers.append({"scheduler": warmup, "interval": "step"})
+        if config.get("scheduler"):
+            config["scheduler"] = config["scheduler"](optimizer)
+            schedulers.append(config)
+        if not schedulers:
             return optimizer
-        config = dict(self.scheduler_config)
-        config["scheduler"] = config["scheduler"](optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        if len(schedulers) == 1:
+            return {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
+        return [optimizer], schedulers
+
+    def _steps_per_epoch(self) -> float:
+        if not self.trainer.max_epochs or self.trainer.max_epochs < 0:
+            raise ConfigError("scheduler.warmup_epochs needs trainer.max_epochs to be set.")
+        return self.trainer.estimated_stepping_batches / self.trainer.max_epochs

@@ -14,15 +14,31 @@ from cnnzoo.errors import ConfigError, UserError
 
 T = TypeVar("T")
 
-# Keys of a model config that the rest of the run reads (by interpolation or in code); the
-# remaining keys are the arguments of its ``_target_`` builder.
+# Keys of a model / optim config that the rest of the run reads (by interpolation or in code);
+# the remaining keys are the arguments of the config's ``_target_``.
 MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights", "channels_last", "compile")
+OPTIM_RUN_KEYS = ("no_decay_norm_bias", "lr_scaling")
+BASE_BATCH_SIZE = 256  # the batch the models' and papers' learning rates are given for
+
+
+def instantiate_target(cfg: DictConfig, run_keys: tuple[str, ...]) -> Any:
+    """Instantiate ``cfg``'s ``_target_`` with every key but ``run_keys``."""
+    return instantiate(OmegaConf.create({k: v for k, v in cfg.items() if k not in run_keys}))
 
 
 def build_net(model_cfg: DictConfig) -> nn.Module:
     """Instantiate the architecture from a model config (its builder keys only)."""
-    builder = {k: v for k, v in model_cfg.items() if k not in MODEL_RUN_KEYS}
-    return instantiate(OmegaConf.create(builder))
+    return instantiate_target(model_cfg, MODEL_RUN_KEYS)
+
+
+def effective_lr(cfg: DictConfig) -> float:
+    """``optim.lr``, times global batch / 256 with ``optim.lr_scaling=linear`` (Goyal et al.)."""
+    scaling = cfg.optim.get("lr_scaling", "none")
+    if scaling == "none":
+        return float(cfg.optim.lr)
+    if scaling == "linear":
+        return float(cfg.optim.lr) * cfg.data.batch_size / BASE_BATCH_SIZE
+    raise ConfigError(f"optim.lr_scaling={scaling!r}: choose none or linear.")
 
 
 def check_input_size(model_cfg: DictConfig) -> None:

@@ -15,10 +15,13 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
+    OPTIM_RUN_KEYS,
     build_net,
     check_input_size,
+    effective_lr,
     exit_on_user_error,
     instantiate_group,
+    instantiate_target,
 )
 from cnnzoo.tracking import finish_wandb, wandb_run_location
 
@@ -26,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig) -> ClassificationModule:
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     return ClassificationModule(
         net=build_net(cfg.model),
-        optimizer=instantiate(cfg.optim),
+        optimizer=instantiate_target(cfg.optim, OPTIM_RUN_KEYS),
+        lr=effective_lr(cfg),
+        no_decay_norm_bias=cfg.optim.get("no_decay_norm_bias", False),
+        label_smoothing=cfg.get("label_smoothing", 0.0),
         scheduler=scheduler,
         num_classes=cfg.data.num_classes,
         aux_weights=[float(w) for w in cfg.model.get("aux_weights") or ()],  # plain, for ckpts
@@ -52,6 +58,7 @@ def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, module: pl.Lightni
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams["num_params"] = sum(p.numel() for p in module.parameters())
     hparams["global_batch_size"] = cfg.data.batch_size
+    hparams["effective_lr"] = effective_lr(cfg)
     hparams["world_size"] = trainer.world_size
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
@@ -98,7 +105,7 @@ def _results(
     return {
         "model": cfg.model.name,
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-        "lr": cfg.optim.lr,
+        "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": cfg.data.batch_size,
         "world_size": trainer.world_size,
         "epochs": trainer.current_epoch,
