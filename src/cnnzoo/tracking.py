@@ -39,7 +39,7 @@ def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> Wa
     ``init_kwargs`` (entity, group, tags, job_type, notes, name, ...) go to ``wandb.init``.
     """
     mode = wandb_mode()
-    if mode in ("offline", "dryrun"):
+    if mode == "offline" and not wandb_credentials_present():
         log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`), logging offline.")
     settings = {"silent": True}
     return WandbLogger(

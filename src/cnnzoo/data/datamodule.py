@@ -97,12 +97,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return self.root
 
-    @property
-    def classes(self) -> list[str]:
-        """Class folder names (wnids) in class-index order."""
-        self.setup()
-        return self.datasets["train"].classes
-
     def per_device_batch_size(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
