@@ -51,10 +51,21 @@ def load_weights(net: nn.Module, name: str, path: str | None = None) -> None:
     _load_matching(net, name, file, state)
 
 
-def net_state_dict(checkpoint_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The network's torchvision-format state dict from a cnnzoo (Lightning) checkpoint."""
+def net_state_dict(
+    checkpoint_path: str | os.PathLike, ema: bool = False
+) -> dict[str, torch.Tensor]:
+    """The network's torchvision-format state dict from a cnnzoo (Lightning) checkpoint: the
+    raw weights, or with ``ema=True`` their moving average (``callbacks=ema``)."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    state, prefix = checkpoint["state_dict"], "net."
+    if not ema:
+        state, prefix = checkpoint["state_dict"], "net."
+    else:
+        saved = [s["average"] for s in checkpoint.get("callbacks", {}).values() if "average" in s]
+        if not saved:
+            raise ConfigError(
+                f"{checkpoint_path} holds no EMA weights: train with callbacks=ema to have them."
+            )
+        state, prefix = saved[0], "module."
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
