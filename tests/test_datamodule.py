@@ -58,8 +58,10 @@ def test_eval_resize_below_crop_is_a_config_error():
 def test_global_batch_is_split_over_the_world(cache_dir):
     dm = module(str(next(cache_dir.glob("sample_*"))), batch_size=12)
     dm.setup()
-    dm.trainer = SimpleNamespace(world_size=3)
+    dm.trainer = SimpleNamespace(world_size=3, accumulate_grad_batches=1)
     assert dm.train_dataloader().batch_size == 4
-    dm.trainer = SimpleNamespace(world_size=5)
+    dm.trainer = SimpleNamespace(world_size=3, accumulate_grad_batches=2)
+    assert dm.train_dataloader().batch_size == 2  # 3 processes x 2 passes x 2 = 12 per step
+    dm.trainer = SimpleNamespace(world_size=5, accumulate_grad_batches=1)
     with pytest.raises(ConfigError, match="batch_size=12 is the global batch .* world size 5"):
         dm.train_dataloader()

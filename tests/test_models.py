@@ -166,3 +166,13 @@ def test_checkpoint_of_another_architecture_is_refused_naming_both():
         match="arch 'resnet18' but this run's model has arch 'resnet34'; choose model=resnet18",
     ):
         module.on_load_checkpoint(checkpoint)
+
+
+def test_dropout_acts_in_training_mode_only():
+    torch.manual_seed(0)
+    net = create_model("alexnet", num_classes=10, small_input=True, dropout=0.5)
+    images = torch.randn(2, 3, 32, 32)
+    net.train()
+    assert not torch.equal(net(images), net(images))  # a new dropout mask each pass
+    net.eval()
+    assert torch.equal(net(images), net(images))

@@ -24,8 +24,9 @@ SPLITS = ("train", "val")
 class ImageFolderDataModule(pl.LightningDataModule):
     """Train/val/test loaders over an ImageNet-layout folder tree.
 
-    ``batch_size`` is the global batch: each of the ``world_size`` processes loads
-    ``batch_size // world_size`` images per step.
+    ``batch_size`` is the global batch, the images behind one optimiser step: each of the
+    ``world_size`` processes loads ``batch_size // (world_size * accumulate_grad_batches)``
+    images per forward pass.
     """
 
     def __init__(
@@ -99,12 +100,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def per_device_batch_size(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        if self.batch_size % (world * accumulate):
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is the global batch and must divide by the "
-                f"world size {world} (devices x nodes); choose a multiple of {world}."
+                f"world size {world} (devices x nodes) times trainer.accumulate_grad_batches="
+                f"{accumulate}; choose a multiple of {world * accumulate}."
             )
-        return self.batch_size // world
+        return self.batch_size // (world * accumulate)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
