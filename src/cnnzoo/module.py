@@ -121,7 +121,7 @@ class ClassificationModule(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _log_accuracy_and_error(self, metrics: MetricCollection) -> None:
+    def log_accuracy_and_error(self, metrics: MetricCollection) -> None:
         """Log each accuracy and its error (1 - accuracy), computed over every rank's images."""
         for name, acc in metrics.compute().items():
             self.log(name, acc, prog_bar=name.endswith("top1"))
@@ -129,13 +129,13 @@ class ClassificationModule(pl.LightningModule):
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_accuracy_and_error(self.train_metrics)
+        self.log_accuracy_and_error(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_accuracy_and_error(self.val_metrics)
+        self.log_accuracy_and_error(self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._log_accuracy_and_error(self.test_metrics)
+        self.log_accuracy_and_error(self.test_metrics)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another architecture or class count, naming both."""

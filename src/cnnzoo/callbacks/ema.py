@@ -57,7 +57,8 @@ class EMA(Callback):
         if self.average is None or loader is None:
             return
         net = self.average.module.to(pl_module.device).eval()
-        metrics = topk_metrics(pl_module.hparams.num_classes).to(pl_module.device)
+        metrics = topk_metrics(pl_module.hparams.num_classes).clone(prefix=f"{prefix}/")
+        metrics = metrics.to(pl_module.device)
         loss_sum = torch.zeros((), device=pl_module.device)
         count = torch.zeros((), device=pl_module.device)
         for images, labels in loader:
@@ -70,9 +71,7 @@ class EMA(Callback):
             count, reduce_op="sum"
         )
         pl_module.log(f"{prefix}/loss", loss)
-        for name, acc in metrics.compute().items():
-            pl_module.log(f"{prefix}/{name}", acc)
-            pl_module.log(f"{prefix}/{name.replace('acc_', 'err_')}", 1.0 - acc)
+        pl_module.log_accuracy_and_error(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.average is None else {"average": self.average.state_dict()}
