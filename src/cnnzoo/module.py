@@ -14,7 +14,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from cnnzoo.errors import ConfigError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
 def topk_metrics(num_classes: int) -> MetricCollection:
@@ -75,7 +74,6 @@ class ClassificationModule(pl.LightningModule):
             self.net.compile()  # nn.Module.compile: no _orig_mod. wrapper in the state dict
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
-        self.aux_weights = list(aux_weights)
         self.train_metrics = topk_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = topk_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = topk_metrics(num_classes).clone(prefix="test/")
@@ -90,15 +88,16 @@ class ClassificationModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         main, aux = split_outputs(self._net(images))
-        if len(aux) > len(self.aux_weights):
+        weights = list(self.hparams.aux_weights)
+        if len(aux) > len(weights):
             raise ValueError(
                 f"the net returned {len(aux)} auxiliary outputs but model.aux_weights has "
-                f"{len(self.aux_weights)} weights ({self.aux_weights}); give one weight per head."
+                f"{len(weights)} weights ({weights}); give one weight per head."
             )
         smoothing = self.hparams.label_smoothing
         loss_main = F.cross_entropy(main, labels, label_smoothing=smoothing)
         loss = loss_main
-        for i, (logits, weight) in enumerate(zip(aux, self.aux_weights, strict=False), start=1):
+        for i, (logits, weight) in enumerate(zip(aux, weights, strict=False), start=1):
             loss_aux = F.cross_entropy(logits, labels, label_smoothing=smoothing)
             loss = loss + weight * loss_aux
             self.log(f"train/loss_aux{i}", loss_aux)

@@ -84,17 +84,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def _checked_root(self) -> Path:
         if self.root is None:
             raise DataError(f"no data folder given. Set {self.root_setting}; expected {LAYOUT}.")
+        fix = f"Expected {LAYOUT}; set {self.root_setting} to such a folder."
+        if not self.root.is_dir():
+            raise DataError(f"data folder {self.root} does not exist. {fix}")
         missing = [s for s in SPLITS if not (self.root / s).is_dir()]
         if missing:
-            found = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else None
+            found = sorted(p.name for p in self.root.iterdir()) or "nothing"
             raise DataError(
-                f"data folder {self.root} "
-                + (
-                    f"has no {' or '.join(missing)} folder (found: {found or 'nothing'})"
-                    if found is not None
-                    else "does not exist"
-                )
-                + f". Expected {LAYOUT}; set {self.root_setting} to such a folder."
+                f"data folder {self.root} has no {' or '.join(missing)} folder "
+                f"(found: {found}). {fix}"
             )
         return self.root
 

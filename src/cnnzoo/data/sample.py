@@ -137,10 +137,16 @@ def _save(image: Image.Image, path: Path, odd: str | None) -> None:
         image.save(path, format="JPEG", quality=90)
 
 
+def _settings(train_per_class: int, val_per_class: int, seed: int) -> dict:
+    """What the marker file records, and what a cached set must match to be reused."""
+    counts = {"train": train_per_class, "val": val_per_class}
+    return {"version": VERSION, "seed": seed, "per_class": counts, "classes": len(CLASSES)}
+
+
 def generate(root: Path, *, train_per_class: int, val_per_class: int, seed: int) -> None:
     """Write the sample set into ``root`` (which must not exist yet)."""
-    counts = {"train": train_per_class, "val": val_per_class}
-    for split, n in counts.items():
+    settings = _settings(train_per_class, val_per_class, seed)
+    for split, n in settings["per_class"].items():
         for position, (wnid, _, shape) in enumerate(CLASSES):
             folder = root / split / wnid
             folder.mkdir(parents=True)
@@ -149,8 +155,7 @@ def generate(root: Path, *, train_per_class: int, val_per_class: int, seed: int)
                 odd = ODD_FILES.get((split, position, i))
                 image = render_image(shape, position / len(CLASSES), rng)
                 _save(image, folder / f"{wnid}_{i}.JPEG", odd)
-    marker = {"version": VERSION, "seed": seed, "per_class": counts, "classes": len(CLASSES)}
-    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    (root / MARKER).write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def ensure_sample_dataset(
@@ -162,12 +167,7 @@ def ensure_sample_dataset(
     run never leaves a partial set and concurrent processes (DDP ranks) do not clash.
     """
     root = Path(root).expanduser()
-    wanted = {
-        "version": VERSION,
-        "seed": seed,
-        "per_class": {"train": train_per_class, "val": val_per_class},
-        "classes": len(CLASSES),
-    }
+    wanted = _settings(train_per_class, val_per_class, seed)
     if _marker(root) == wanted:
         return root
     if root.exists():

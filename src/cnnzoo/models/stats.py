@@ -6,10 +6,10 @@ Counting runs on the meta device: no memory for weights, no arithmetic, a second
 from dataclasses import dataclass
 
 import torch
-import torchvision.models as tvm
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnzoo.models.registry import create_model, list_models
+from cnnzoo.models.weights import published_weights
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,10 @@ class ModelStats:
     published_gmacs: float
 
 
-def published_aux_logits(name: str) -> bool:
-    """torchvision's published parameter count includes Inception v3's auxiliary head but not
-    GoogLeNet's two (its weights builder drops them)."""
-    return name != "googlenet"
+def published_config(name: str) -> dict[str, bool]:
+    """The options of torchvision's published figures: its parameter count includes Inception
+    v3's auxiliary head but not GoogLeNet's two (its weights builder drops them)."""
+    return {"aux_logits": False} if name == "googlenet" else {}
 
 
 def count_params(name: str, **kwargs) -> int:
@@ -45,26 +45,16 @@ def count_gmacs(name: str, input_size: int, **kwargs) -> float:
     return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2 FLOPs
 
 
-def published_weights(name: str) -> tvm.WeightsEnum:
-    """torchvision's first ImageNet weights for ``name`` (IMAGENET1K_V1): those trained with the
-    classic recipe this project reproduces, not the later improved-recipe V2 weights."""
-    return tvm.get_model_weights(name).IMAGENET1K_V1
-
-
 def model_stats(name: str) -> ModelStats:
     weights = published_weights(name)
     meta = weights.meta
     metrics = meta["_metrics"]["ImageNet-1K"]
     size = weights.transforms().crop_size[0]
-    aux = (
-        {}
-        if name not in ("googlenet", "inception_v3")
-        else {"aux_logits": published_aux_logits(name)}
-    )
+    options = published_config(name)
     return ModelStats(
         name=name,
-        params=count_params(name, **aux),
-        gmacs=count_gmacs(name, size, **aux),
+        params=count_params(name, **options),
+        gmacs=count_gmacs(name, size, **options),
         input_size=size,
         published_top1=metrics["acc@1"],
         published_top5=metrics["acc@5"],

@@ -13,9 +13,15 @@ from cnnzoo.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def published_weights(name: str) -> tvm.WeightsEnum:
+    """torchvision's first ImageNet weights for ``name`` (IMAGENET1K_V1): those trained with the
+    classic recipe this project reproduces, not the later improved-recipe V2 weights."""
+    return tvm.get_model_weights(name).IMAGENET1K_V1
+
+
 def hub_cache_file(name: str) -> tuple[Path, str]:
-    """Where torch hub keeps torchvision's default weights for ``name``, and their URL."""
-    url = tvm.get_model_weights(name).IMAGENET1K_V1.url  # the classic-recipe weights
+    """Where torch hub keeps ``published_weights(name)``, and their URL."""
+    url = published_weights(name).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
 
 

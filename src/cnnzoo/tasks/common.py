@@ -1,4 +1,4 @@
-"""What every task needs: building parts from config, user-facing errors, rank-zero output."""
+"""What every task needs: building parts from config, checking them, user-facing errors."""
 
 import functools
 import sys
@@ -47,7 +47,8 @@ def check_input_size(model_cfg: DictConfig) -> None:
     A forward pass on the meta device (shapes only, no arithmetic) in training mode, so that
     auxiliary heads are checked too.
     """
-    probe_cfg = OmegaConf.merge(model_cfg, {"weights": None, "pretrained": False})
+    no_weights = {k: None for k in ("weights", "pretrained") if k in model_cfg}  # no file I/O
+    probe_cfg = OmegaConf.merge(model_cfg, no_weights)
     size = model_cfg.input_size
     with torch.device("meta"):
         net = build_net(probe_cfg).train()
