@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean
+.PHONY: help install train test lint format models clean bench-gpu
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline)
 
 models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
 	$(BIN)/python -m cnnzoo.models
+
+bench-gpu: $(STAMP)  ## training images/s on a CUDA GPU, the table in BENCHMARKS.md
+	$(BIN)/python benchmarks/gpu_throughput.py --out gpu_throughput.md
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -63,7 +63,7 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
     OmegaConf.resolve(cfg)  # every interpolation has a value
     assert cfg.model.num_classes == cfg.data.num_classes
     assert cfg.data.image_size == cfg.model.input_size
-    assert cfg.data.eval_resize == cfg.model.eval_resize
+    assert cfg.data.get("eval_resize", cfg.model.eval_resize) == cfg.model.eval_resize
     if cfg.optim._target_ != "torch.optim.AdamW":  # AdamW brings its own lr
         assert cfg.optim.lr == cfg.model.lr
 
@@ -82,6 +82,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "ModelCheckpoint",
         "LearningRateMonitor",
         "RichProgressBar",
+        "Throughput",
     }
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 

@@ -1,5 +1,7 @@
 """The architecture zoo: published facts, every model trainable, torchvision compatibility."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torchvision.models as tvm
@@ -176,3 +178,13 @@ def test_dropout_acts_in_training_mode_only():
     assert not torch.equal(net(images), net(images))  # a new dropout mask each pass
     net.eval()
     assert torch.equal(net(images), net(images))
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", False), ("cuda", True)])
+def test_channels_last_auto_follows_the_device(device, expected):
+    module = _module(channels_last=None)
+    module.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    module.setup("fit")
+    conv = module.net.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) is expected
+    assert (module.memory_format == torch.channels_last) is expected

@@ -48,7 +48,8 @@ class ClassificationModule(pl.LightningModule):
         scheduler: ``{"scheduler": partial, "interval": "epoch"|"step", ...}`` or None.
         aux_weights: weight of each auxiliary head's loss, in the order the net returns them.
         arch: the architecture name, kept in checkpoints so a mismatch can be named.
-        channels_last: run the net and its inputs in NHWC memory format.
+        channels_last: run the net and its inputs in NHWC memory format; None: when the run's
+            device is a CUDA GPU (where cuDNN's NHWC kernels are faster; on the CPU they are not).
         compile: ``torch.compile`` the net in place (its state dict keys stay plain).
     """
 
@@ -63,13 +64,13 @@ class ClassificationModule(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         aux_weights: Sequence[float] = (),
         arch: str = "",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(memory_format=self.memory_format)
+        self.net = net
+        self._use_memory_format(bool(channels_last))
         if compile:
             self.net.compile()  # nn.Module.compile: no _orig_mod. wrapper in the state dict
         self.optimizer_factory = optimizer
@@ -77,6 +78,14 @@ class ClassificationModule(pl.LightningModule):
         self.train_metrics = topk_metrics(num_classes).clone(prefix="train/")
         self.val_metrics = topk_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = topk_metrics(num_classes).clone(prefix="test/")
+
+    def _use_memory_format(self, channels_last: bool) -> None:
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last is None:
+            self._use_memory_format(self.trainer.strategy.root_device.type == "cuda")
 
     def forward(self, images: Tensor) -> Tensor:
         """Main logits, (N, num_classes), whatever heads the net also returns."""

@@ -31,6 +31,11 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         f"wall time {int(minutes)}m {seconds:.0f}s, global batch {results['global_batch_size']}, "
         f"lr {results['lr']}"
     )
+    if perf := results.get("throughput"):
+        console.print(
+            f"training: {perf['images_per_s']:.1f} images/s (all devices), "
+            f"{perf['step_ms']:.1f} ms per step, {100 * perf['data_wait']:.0f}% waiting for data"
+        )
     console.print(f"best checkpoint: {results['best_checkpoint'] or '-'}")
     console.print(f"config:          {results['config']}")
     console.print(f"results:         {results['output_dir']}/results.json")

@@ -3,6 +3,7 @@
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -62,7 +63,6 @@ def wandb_run_location(loggers: list[Logger]) -> str | None:
 
 def finish_wandb(failed: bool) -> None:
     """Close the W&B run (if any), so a failed job in a sweep does not leak into the next one."""
-    import wandb
-
-    if wandb.run is not None:
+    wandb = sys.modules.get("wandb")  # not imported: no run was made (and no import cost)
+    if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)

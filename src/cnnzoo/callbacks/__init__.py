@@ -1,5 +1,6 @@
 """Lightning callbacks of cnnzoo's own."""
 
 from cnnzoo.callbacks.ema import EMA
+from cnnzoo.callbacks.throughput import Throughput
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "Throughput"]

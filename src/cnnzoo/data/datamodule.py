@@ -97,15 +97,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self.root
 
     def per_device_batch_size(self) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-        if self.batch_size % (world * accumulate):
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is the global batch and must divide by the "
-                f"world size {world} (devices x nodes) times trainer.accumulate_grad_batches="
-                f"{accumulate}; choose a multiple of {world * accumulate}."
-            )
-        return self.batch_size // (world * accumulate)
+        return per_device_batch_size(self.batch_size, self.trainer)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -149,6 +141,19 @@ class SampleDataModule(ImageFolderDataModule):
 
     def prepare_data(self) -> None:
         ensure_sample_dataset(self.root, **self.generation)
+
+
+def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
+    """The images per forward pass on one device for a global ``batch_size``."""
+    world = trainer.world_size if trainer is not None else 1
+    accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+    if batch_size % (world * accumulate):
+        raise ConfigError(
+            f"data.batch_size={batch_size} is the global batch and must divide by the "
+            f"world size {world} (devices x nodes) times trainer.accumulate_grad_batches="
+            f"{accumulate}; choose a multiple of {world * accumulate}."
+        )
+    return batch_size // (world * accumulate)
 
 
 def _image_folder(folder: Path, transform) -> ImageFolder:

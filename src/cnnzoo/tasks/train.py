@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from cnnzoo.callbacks import Throughput
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
@@ -40,7 +41,7 @@ def build_module(cfg: DictConfig) -> ClassificationModule:
         num_classes=cfg.data.num_classes,
         aux_weights=[float(w) for w in cfg.model.get("aux_weights") or ()],  # plain, for ckpts
         arch=cfg.model.name,
-        channels_last=cfg.model.get("channels_last", False),
+        channels_last=cfg.model.get("channels_last"),
         compile=cfg.model.get("compile", False),
     )
 
@@ -111,6 +112,7 @@ def _results(
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(wall_time, 2),
+        "throughput": _throughput(trainer),
         "metrics": {**fit, **_floats(test)},
         "optimized_metric": optimised,
         "optimized_metric_value": value,
@@ -120,6 +122,13 @@ def _results(
         "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
         "wandb": wandb_run_location(trainer.loggers),
     }
+
+
+def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, Throughput):
+            return callback.summary()
+    return None
 
 
 def _write_results(output_dir: Path, results: dict[str, Any]) -> None:

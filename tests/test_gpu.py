@@ -1,0 +1,89 @@
+"""Mixed precision and multi-GPU runs: only where CUDA is present (never in CI)."""
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import compose_train, run_train, tiny_overrides
+
+from cnnzoo.tasks.train import train
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def gpu_overrides(cache_dir, out, *extra: str) -> list[str]:
+    cpu = ("trainer=", "trainer.max_epochs")
+    base = [o for o in tiny_overrides(cache_dir, out) if not o.startswith(cpu)]
+    return [*base, "trainer=gpu", "logger=none", *extra]
+
+
+class Probe(pl.Callback):
+    """Records the grad scaler's scale when fitting starts and the dtype the first conv gives."""
+
+    seen: dict = {}  # noqa: RUF012 (class-level on purpose: instantiated by Hydra in train())
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        Probe.seen["scale"] = None if scaler is None else scaler.get_scale()
+        conv = next(m for m in pl_module.net.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o: Probe.seen.__setitem__("dtype", o.dtype))
+
+
+PROBE = "+callbacks.probe._target_=test_gpu.Probe"
+
+
+def test_16_mixed_resume_restores_the_grad_scaler(cache_dir, tmp_path):
+    first = tmp_path / "first"
+    cfg = compose_train(gpu_overrides(cache_dir, first, "trainer.max_epochs=1"), out=first)
+    train(cfg)
+    last = first / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    assert "MixedPrecision" in ckpt, sorted(ckpt)
+    ckpt["MixedPrecision"]["scale"] = 1234.0  # a value no fresh scaler has
+    torch.save(ckpt, last)
+
+    second = tmp_path / "second"
+    overrides = gpu_overrides(cache_dir, second, "trainer.max_epochs=2", f"ckpt_path={last}")
+    Probe.seen.clear()
+    train(compose_train([*overrides, PROBE], out=second))
+    assert Probe.seen["scale"] == 1234.0
+    assert Probe.seen["dtype"] == torch.float16
+
+
+def test_bf16_mixed_runs_in_bfloat16(cache_dir, tmp_path):
+    overrides = gpu_overrides(cache_dir, tmp_path, "trainer.precision=bf16-mixed", PROBE)
+    Probe.seen.clear()
+    train(compose_train(overrides, out=tmp_path))
+    assert Probe.seen["scale"] is None  # bf16 needs no loss scaling
+    assert Probe.seen["dtype"] == torch.bfloat16
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0.0 <= results["metrics"]["test/acc_top1"] <= 1.0
+
+
+def test_channels_last_16_mixed_on_synthetic_input_reports_throughput(cache_dir, tmp_path):
+    base = [o for o in gpu_overrides(cache_dir, tmp_path) if not o.startswith("data.")]
+    overrides = [
+        *base,
+        "data=synthetic",
+        "data.batch_size=32",
+        "data.steps_per_epoch=12",
+        "model.channels_last=true",
+        "callbacks.throughput.warmup_steps=2",
+        "trainer.limit_train_batches=null",
+    ]
+    train(compose_train(overrides, out=tmp_path))
+    perf = json.loads((tmp_path / "results.json").read_text())["throughput"]
+    assert perf["images_per_s"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpu_ddp(cache_dir, tmp_path, offline_env):
+    overrides = gpu_overrides(cache_dir, tmp_path, "trainer.devices=2", "trainer.strategy=ddp")
+    proc = run_train(overrides, offline_env, cwd=tmp_path)  # DDP starts its ranks as processes
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    assert json.loads((run / "results.json").read_text())["world_size"] == 2
