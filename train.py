@@ -1,8 +1,12 @@
-"""Train a network: ``python train.py model=resnet18 optim=sgd_momentum`` (see README)."""
+"""Train a network: ``python train.py model=resnet18 optim=sgd_momentum`` (see README).
+
+``python train.py resume=outputs/train/<run>`` continues a run from its last checkpoint.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
+from cnnzoo.tasks.runs import main_argv
 from cnnzoo.tasks.train import train
 
 
@@ -12,4 +16,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    main_argv()
     main()

@@ -27,6 +27,14 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_datamodule(root, **kwargs):
+    """An ImageFolderDataModule at 32 px over ``root`` (setup not yet called)."""
+    from cnnzoo.data import ImageFolderDataModule
+
+    options = {"num_classes": 10, "batch_size": 8, "num_workers": 0, "image_size": 32}
+    return ImageFolderDataModule(root, **(options | {"eval_resize": 36} | kwargs))
+
+
 def tiny_overrides(cache_dir: Path, out: Path) -> list[str]:
     """Overrides that turn the real config into a seconds-long CPU run on the tiny sample set."""
     return [

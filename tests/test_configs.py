@@ -83,6 +83,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "LearningRateMonitor",
         "RichProgressBar",
         "Throughput",
+        "ResumeState",
     }
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 

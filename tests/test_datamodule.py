@@ -3,20 +3,14 @@
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError, DataError
 
 
 def module(root, **kwargs) -> ImageFolderDataModule:
-    options = {
-        "num_classes": 10,
-        "batch_size": 8,
-        "num_workers": 0,
-        "image_size": 32,
-        "eval_resize": 36,
-    } | kwargs
-    return ImageFolderDataModule(root, **options)
+    return tiny_datamodule(root, **kwargs)
 
 
 def test_missing_root_names_path_layout_and_setting(tmp_path):
@@ -58,10 +52,16 @@ def test_eval_resize_below_crop_is_a_config_error():
 def test_global_batch_is_split_over_the_world(cache_dir):
     dm = module(str(next(cache_dir.glob("sample_*"))), batch_size=12)
     dm.setup()
-    dm.trainer = SimpleNamespace(world_size=3, accumulate_grad_batches=1)
+    dm.trainer = SimpleNamespace(
+        world_size=3, accumulate_grad_batches=1, global_rank=0, current_epoch=0
+    )
     assert dm.train_dataloader().batch_size == 4
-    dm.trainer = SimpleNamespace(world_size=3, accumulate_grad_batches=2)
+    dm.trainer = SimpleNamespace(
+        world_size=3, accumulate_grad_batches=2, global_rank=0, current_epoch=0
+    )
     assert dm.train_dataloader().batch_size == 2  # 3 processes x 2 passes x 2 = 12 per step
-    dm.trainer = SimpleNamespace(world_size=5, accumulate_grad_batches=1)
+    dm.trainer = SimpleNamespace(
+        world_size=5, accumulate_grad_batches=1, global_rank=0, current_epoch=0
+    )
     with pytest.raises(ConfigError, match="batch_size=12 is the global batch .* world size 5"):
         dm.train_dataloader()

@@ -11,7 +11,13 @@ from torch.optim.lr_scheduler import LinearLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from cnnzoo.errors import ConfigError
+from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.errors import ConfigError, UserError
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite."""
+
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -112,9 +118,23 @@ class ClassificationModule(pl.LightningModule):
             self.log(f"train/loss_aux{i}", loss_aux)
         if aux:
             self.log("train/loss_main", loss_main)
+        if not torch.isfinite(loss):
+            self._stop_on_non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)  # per step
         self.train_metrics.update(main.detach(), labels)
         return loss
+
+    def _stop_on_non_finite(self, loss: Tensor) -> None:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
+        last = last_checkpoint_path(self.trainer)
+        last = last if last is not None and last.is_file() else "none saved yet"
+        raise NonFiniteLossError(
+            f"the training loss is {loss.item()} at step {self.global_step} (epoch "
+            f"{self.current_epoch}, batch {self.trainer.fit_loop.epoch_loop.batch_idx}) with lr "
+            f"{lr:.4g}; training stopped. The last good checkpoint stays: {last}. Try a lower "
+            "optim.lr, warm-up (scheduler.warmup_epochs=5), gradient clipping "
+            "(trainer.gradient_clip_val=1.0), and check the data for broken images."
+        )
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, labels = batch

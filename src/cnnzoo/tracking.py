@@ -38,7 +38,11 @@ def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> Wa
     """A ``WandbLogger`` writing under ``save_dir/wandb``, in the mode ``wandb_mode()`` picks.
 
     ``init_kwargs`` (entity, group, tags, job_type, notes, name, ...) go to ``wandb.init``.
+    A run folder that already has a W&B run (a resumed run) logs to that run again.
     """
+    if init_kwargs.get("id") is None and (previous := existing_run_id(save_dir)):
+        init_kwargs |= {"id": previous, "resume": "allow"}
+        log.info("W&B: continuing run %s of this run folder.", previous)
     mode = wandb_mode()
     if mode == "offline" and not wandb_credentials_present():
         log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`), logging offline.")
@@ -46,6 +50,12 @@ def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> Wa
     return WandbLogger(
         save_dir=save_dir, project=project, mode=mode, settings=settings, **init_kwargs
     )
+
+
+def existing_run_id(save_dir: str) -> str | None:
+    """The id of the newest W&B run under ``save_dir/wandb`` (``[offline-]run-<time>-<id>``)."""
+    runs = sorted(Path(save_dir, "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-")[1])
+    return runs[-1].name.rsplit("-", 1)[1] if runs else None
 
 
 def wandb_run_location(loggers: list[Logger]) -> str | None:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
 from cnnzoo.data.sample import ensure_sample_dataset
 from cnnzoo.data.transforms import eval_transform, train_transform
 from cnnzoo.errors import ConfigError, DataError
@@ -26,7 +27,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     ``batch_size`` is the global batch, the images behind one optimiser step: each of the
     ``world_size`` processes loads ``batch_size // (world_size * accumulate_grad_batches)``
-    images per forward pass.
+    images per forward pass. Loading is reproducible and resumable (``cnnzoo.data.loading``):
+    the order and each image's augmentation follow from ``shuffle_seed``, the epoch and the
+    image; each DDP rank reads its own share (trainer ``use_distributed_sampler: false``).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train_crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: bool = True,
         pin_memory: bool = True,
+        shuffle_seed: int = 0,
         root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
     ) -> None:
         super().__init__()
@@ -55,6 +59,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.shuffle_seed = shuffle_seed
         self.train_tf = train_transform(image_size, tuple(train_crop_scale), hflip)
         self.eval_tf = eval_transform(image_size, eval_resize)
         self.datasets: dict[str, ImageFolder] = {}
@@ -100,14 +105,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return per_device_batch_size(self.batch_size, self.trainer)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        trainer = self.trainer
+        sampler = SeededSampler(
+            len(self.datasets[split]),
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+        if trainer is not None:  # the order of the epoch a resumed run starts in
+            sampler.set_epoch(trainer.current_epoch)
+        return ResumableDataLoader(
             self.datasets[split],
             batch_size=self.per_device_batch_size(),
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(
+                self.shuffle_seed
+            ),  # leaves the global RNG alone
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -156,8 +174,21 @@ def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
     return batch_size // (world * accumulate)
 
 
+class SeededImageFolder(ImageFolder):
+    """ImageFolder whose items are keyed by ``(index, sample_seed)`` (see ``SeededSampler``):
+    each image's random transforms draw from a private RNG seeded with its sample seed."""
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        path, target = self.samples[index]
+        image = self.loader(path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), target
+
+
 def _image_folder(folder: Path, transform) -> ImageFolder:
     try:
-        return ImageFolder(os.fspath(folder), transform=transform)
+        return SeededImageFolder(os.fspath(folder), transform=transform)
     except FileNotFoundError as e:  # no class folders, or a class folder without images
         raise DataError(f"{folder}: {e}. Expected {LAYOUT}.") from None

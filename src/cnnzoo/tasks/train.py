@@ -3,6 +3,7 @@ write ``results.json`` and print a summary. Returns the metric a sweep optimises
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnzoo.callbacks import Throughput
+from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
@@ -78,7 +81,10 @@ def train(cfg: DictConfig) -> float | None:
     failed = True
     try:
         log_hyperparameters(trainer, cfg, module)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
+            raise SystemExit(128 + signal.SIGTERM) from None
         fit_metrics = _floats(trainer.callback_metrics)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
@@ -117,7 +123,7 @@ def _results(
         "optimized_metric": optimised,
         "optimized_metric_value": value,
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
-        "last_checkpoint": ckpt.last_model_path if ckpt is not None else None,
+        "last_checkpoint": str(last) if (last := last_checkpoint_path(trainer)) else None,
         "output_dir": cfg.paths.output_dir,
         "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
         "wandb": wandb_run_location(trainer.loggers),

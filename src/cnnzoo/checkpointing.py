@@ -1,0 +1,128 @@
+"""Checkpoints that survive crashes and interruptions, and resume exactly.
+
+- ``AtomicCheckpointIO``: every checkpoint is written to a temporary file in the same folder,
+  flushed to disk, then renamed over the target: a crash during a save leaves the previous
+  ``last.ckpt`` intact, and no reader ever sees a partial file.
+- ``ResumeState``: saves the random number generators' states in every checkpoint (Lightning
+  does not) and restores them on resume, so dropout draws the same masks as an uninterrupted
+  run; on SIGTERM or Ctrl-C it saves ``last.ckpt`` before the process exits and prints the
+  command that continues the run.
+"""
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary sibling, fsync, then ``os.replace`` onto the path."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+LAST = "last.ckpt"  # written after every epoch (callbacks.last_checkpoint) and on interruption
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
+    """``checkpoints/last.ckpt`` of this run (whether or not it exists yet)."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or checkpoint.dirpath is None:
+        return None
+    return Path(checkpoint.dirpath) / LAST
+
+
+def rng_states() -> dict[str, Any]:
+    """The generators' states as tensors and numbers (loadable with ``weights_only=True``)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            np_name,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            np_pos,
+            np_has_gauss,
+            np_gauss,
+        ],
+        "python": [py_version, torch.tensor(py_internal, dtype=torch.int64), py_gauss],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = states["numpy"]
+    np.random.set_state(
+        (np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss)
+    )
+    py_version, py_internal, py_gauss = states["python"]
+    random.setstate((py_version, tuple(py_internal.tolist()), py_gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumeState(Callback):
+    """RNG states in checkpoints; a checkpoint and a resume command on SIGTERM / Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.interrupted: str | None = None  # the signal, once the run was interrupted
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_rng_states(state_dict["rng"])
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+            return  # a failure: the last good checkpoint stays as it is
+        self.interrupted = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+        checkpoint = trainer.checkpoint_callback
+        if (
+            checkpoint is None
+            or checkpoint.dirpath is None
+            or trainer.state.fn != TrainerFn.FITTING
+        ):
+            return
+        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
+        trainer.save_checkpoint(path)
+        run_dir = Path(trainer.default_root_dir)
+        rank_zero_info(
+            f"\n{self.interrupted}: training stopped at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; saved {path}.\nResume with: python train.py "
+            f"resume={run_dir}"
+        )

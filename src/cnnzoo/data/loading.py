@@ -1,0 +1,106 @@
+"""Reproducible, resumable data loading.
+
+Every sample's augmentation is a pure function of (run seed, epoch, image index): the sampler
+hands the dataset ``(index, sample_seed)`` pairs and the dataset seeds a private RNG for that
+image's transforms. So the images a step sees do not depend on the number of DataLoader
+workers, on persistent workers keeping their RNG across epochs, or on whether the run was
+interrupted and resumed; and the shuffle order comes from (seed, epoch) alone, not from the
+global RNG that dropout also draws from.
+
+The sampler also shards across DDP ranks itself: train drops the tail so every rank gets the
+same number of batches; val and test give each image to exactly one rank, with no padded
+duplicates, so metrics count every image once whatever the world size.
+
+``ResumableDataLoader`` saves how many batches of the current epoch were consumed (Lightning
+stores it in the checkpoint's loop state); resuming mid-epoch continues with the next unseen
+batch of the same order, neither repeating nor skipping any.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads consecutive seeds apart
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one image in one epoch."""
+    value = (seed * _MIX + epoch) * _MIX + index
+    return value % (2**63 - 1)
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)`` for this rank's share of a dataset of ``size`` images.
+
+    Args:
+        shuffle: a new order every epoch (from ``seed`` and the epoch), else dataset order.
+        rank, world_size: this process's share: every ``world_size``-th image from ``rank``.
+            With ``shuffle`` (training) the order is cut to a multiple of ``world_size`` so all
+            ranks take the same number of steps; without it (evaluation) nothing is dropped.
+    """
+
+    def __init__(
+        self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples already seen in it)
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, samples: int) -> None:
+        """Continue ``epoch`` after its first ``samples`` samples (on the next pass only)."""
+        self.epoch = epoch
+        self._resume = (epoch, samples)
+
+    def pending_skip(self) -> int:
+        """Samples the next pass leaves out (0 unless resuming within this epoch)."""
+        if self._resume is not None and self._resume[0] == self.epoch:
+            return self._resume[1]
+        return 0
+
+    def _indices(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)[self.rank :: self.world_size]
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
+        order = torch.randperm(self.size, generator=generator)
+        usable = self.size - self.size % self.world_size
+        return order[:usable][self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        if self.shuffle:
+            return self.size // self.world_size
+        return len(range(self.rank, self.size, self.world_size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = self._indices()[self.pending_skip() :].tolist()
+        self._resume = None
+        for index in indices:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a ``SeededSampler`` whose position in the epoch is saved and restored
+    through Lightning's stateful-dataloader protocol (``state_dict``/``load_state_dict``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, SeededSampler):
+            raise TypeError("ResumableDataLoader needs a SeededSampler")
+        self._consumed = 0  # batches handed out in the current pass
+
+    def __iter__(self) -> Iterator[Any]:
+        self._consumed = self.sampler.pending_skip() // self.batch_size
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)

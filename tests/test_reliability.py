@@ -1,0 +1,223 @@
+"""Runs survive interruption, resume exactly, and never lose work (real processes, CPU)."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_train, run_train, tiny_overrides
+
+from cnnzoo.checkpointing import AtomicCheckpointIO
+from cnnzoo.tasks.runs import unique_dir
+from cnnzoo.tasks.train import train
+
+# AlexNet has dropout; two workers with persistent workers, random crops and flips, shuffling.
+EXACT = ["model=alexnet", "model.small_input=true", "data.num_workers=2", "seed=5"]
+
+
+def weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_identical(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different
+
+
+def only_run(outputs: Path) -> Path:
+    (run,) = (outputs / "outputs" / "train").iterdir()
+    return run
+
+
+def wandb_ids(run: Path) -> set[str]:
+    return {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
+
+
+@pytest.mark.slow
+def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env):
+    args = [*tiny_overrides(cache_dir, tmp_path), *EXACT, "logger=wandb"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    straight.mkdir(), split.mkdir()
+    proc = run_train([*args, "trainer.max_epochs=2"], offline_env, cwd=straight)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_train([*args, "trainer.max_epochs=1"], offline_env, cwd=split)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(split)
+    config_before = (run / ".hydra" / "config.yaml").read_text()
+    proc = run_train([f"resume={run}", "trainer.max_epochs=2"], offline_env, cwd=split)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert only_run(split) == run  # continued in the same folder
+
+    assert_identical(
+        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
+    )
+    a, b = (json.loads((r / "results.json").read_text()) for r in (only_run(straight), run))
+    assert a["epochs"] == b["epochs"] == 2 and a["global_step"] == b["global_step"] == 6
+    for name in ("val/acc_top1", "val/loss", "train/loss", "test/acc_top1", "test/acc_top5"):
+        assert a["metrics"][name] == b["metrics"][name], name
+    # the run's own config stays; the resumed run's is kept beside it
+    assert (run / ".hydra" / "config.yaml").read_text() == config_before
+    assert list((run / ".hydra").glob("resumed_*/config.yaml"))
+    assert len(wandb_ids(run)) == 1  # the same W&B run, continued
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2
+
+
+def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
+    env = {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in proc.stdout:
+        if line.strip() == f"STEP {step}":
+            return proc
+    raise AssertionError(f"the run ended before step {step}")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_one(
+    cache_dir, tmp_path, offline_env
+):
+    args = [
+        *tiny_overrides(cache_dir, tmp_path),
+        *EXACT,
+        "logger=none",
+        "trainer.limit_train_batches=6",
+        "trainer.max_epochs=2",
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    straight.mkdir(), split.mkdir()
+    proc = run_train(args, {**offline_env, "PYTHONPATH": str(ROOT / "tests")}, cwd=straight)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    slow = [*args, "+callbacks.slow._target_=probes.SlowSteps"]
+    proc = _run_until_step(slow, offline_env, split, step=3)  # epoch 0, batch 3 of 6
+    proc.send_signal(signal.SIGTERM)
+    output = proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    run = only_run(split)
+    assert f"Resume with: python train.py resume={run}" in output, output[-2000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert 3 <= ckpt["global_step"] < 6  # saved mid-epoch
+    assert not (run / "results.json").exists()
+
+    probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}  # the run's probe callback
+    proc = run_train([f"resume={run}"], probes, cwd=split)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["global_step"] == 12
+    assert_identical(
+        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
+    )
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    loaded = io.load_checkpoint(path)
+    assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left
+
+
+def test_nan_loss_stops_with_step_lr_and_hint(cache_dir, tmp_path, offline_env, capsys):
+    overrides = [
+        *tiny_overrides(cache_dir, tmp_path),
+        "trainer.max_epochs=2",
+        "logger=none",
+        "+callbacks.poison._target_=probes.PoisonWeights",
+    ]
+    with pytest.raises(SystemExit) as e:
+        train(compose_train(overrides, out=tmp_path))
+    assert e.value.code == 1
+    message = capsys.readouterr().err
+    assert "training loss is nan at step 4 (epoch 1, batch 1) with lr 0.1" in message
+    assert "optim.lr" in message and "warmup" in message
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == 0  # the last good checkpoint, from the first epoch
+    assert all(
+        torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point()
+    )
+
+
+def test_two_seeded_deterministic_runs_give_identical_weights(cache_dir, tmp_path, offline_env):
+    paths = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        overrides = [
+            *tiny_overrides(cache_dir, out),
+            *EXACT,
+            "logger=none",
+            "trainer.deterministic=true",
+        ]
+        train(compose_train(overrides, out=out))
+        paths.append(out / "checkpoints" / "last.ckpt")
+    assert_identical(*paths)
+
+
+def test_run_folders_never_collide(tmp_path, monkeypatch):
+    from cnnzoo.tasks import runs
+
+    base = str(tmp_path / "train" / "2026-01-01_12-00-00_resnet18")
+    first = unique_dir(base)
+    assert unique_dir(base) == first  # Hydra resolves a sweep folder several times
+    monkeypatch.setattr(runs, "_claimed", {})  # another process, the same second
+    second = unique_dir(base)
+    assert first == base and second == base + "-2"
+    assert Path(first).is_dir() and Path(second).is_dir()
+
+
+@pytest.mark.slow
+def test_an_existing_run_is_never_written_over(cache_dir, tmp_path, offline_env):
+    run = tmp_path / "old-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text("the old run's config\n")
+    proc = run_train(
+        [*tiny_overrides(cache_dir, tmp_path), f"hydra.run.dir={run}"], offline_env, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert f"hydra.run.dir={run} already holds a run" in proc.stderr
+    assert f"resume={run}" in proc.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == "the old run's config\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda run: None, "not a cnnzoo run folder"),
+        (
+            lambda run: (
+                (run / ".hydra").mkdir(parents=True)
+                or (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+            ),
+            "has no checkpoint to continue from",
+        ),
+    ],
+)
+def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, offline_env, make, message):
+    run = tmp_path / "run"
+    make(run)
+    proc = run_train([f"resume={run}"], offline_env, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
