@@ -64,18 +64,22 @@ def offline_env(monkeypatch, tmp_path) -> dict[str, str]:
     return dict(os.environ)
 
 
-def compose_train(overrides: list[str], out: Path | None = None) -> DictConfig:
-    """The real train config, with paths that need no running Hydra app."""
+def compose_train(
+    overrides: list[str], out: Path | None = None, config: str = "train"
+) -> DictConfig:
+    """The real train (or eval, predict) config, with paths that need no running Hydra app."""
     paths = [f"paths.output_dir={out}", f"paths.log_dir={out}"] if out else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=paths + overrides)
+        return compose(config, overrides=paths + overrides)
 
 
-def run_train(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
-    """``python train.py ARGS`` as a user runs it, from ``cwd`` (where outputs/ goes)."""
+def run_train(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300, script: str = "train.py"
+):
+    """``python train.py ARGS`` (or another script) as a user runs it, from ``cwd``."""
     env = {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,

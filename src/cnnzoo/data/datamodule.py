@@ -13,8 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from cnnzoo.data.classes import imagenet_class_names
 from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
-from cnnzoo.data.sample import ensure_sample_dataset
+from cnnzoo.data.sample import ensure_sample_dataset, sample_class_names
 from cnnzoo.data.transforms import eval_transform, train_transform
 from cnnzoo.errors import ConfigError, DataError
 
@@ -85,6 +86,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"{root / 'train'} and {root / 'val'} hold different class folders "
                 f"(e.g. {only}); both splits need the same wnid folders ({LAYOUT})."
             )
+
+    def class_names(self) -> list[str]:
+        """Readable names by class index: ImageNet's 1000 names for the full set, else the
+        class folders' names (``setup`` reads them)."""
+        if self.num_classes == len(imagenet_class_names()):
+            return list(imagenet_class_names())
+        self.setup()
+        return list(self.datasets["train"].classes)
 
     def _checked_root(self) -> Path:
         if self.root is None:
@@ -159,6 +168,9 @@ class SampleDataModule(ImageFolderDataModule):
 
     def prepare_data(self) -> None:
         ensure_sample_dataset(self.root, **self.generation)
+
+    def class_names(self) -> list[str]:
+        return sample_class_names()
 
 
 def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:

@@ -4,6 +4,8 @@ Hydra creates the run folder and writes ``.hydra/`` into it before the task star
 checks run on the command line first (``prepare_argv``), before Hydra sees it.
 """
 
+import contextlib
+import json
 import os
 import sys
 from datetime import datetime
@@ -36,6 +38,18 @@ def unique_dir(path: str) -> str:
             candidate = f"{path}-{n}"
     _claimed[path] = candidate
     return candidate
+
+
+def release_unused_claims(keep: str | os.PathLike) -> None:
+    """Remove the empty folders ``unique_dir`` claimed that this run does not use: in a
+    multirun Hydra also resolves the single-run folder's name while composing each job."""
+    keep = Path(keep).resolve()
+    for claimed in _claimed.values():
+        path = Path(claimed).resolve()
+        if path == keep or path in keep.parents:
+            continue
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only when empty
 
 
 def register_resolvers() -> None:
@@ -105,9 +119,71 @@ def prepare_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def job_overrides() -> list[str] | None:
+    """The command-line overrides of the running Hydra job (None outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig not set: called in-process, e.g. by tests
+        return None
+
+
+JOB_ENV = "CNNZOO_DDP_JOB"  # the job's overrides and folder, for the DDP ranks Lightning starts
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def share_job_with_ranks(overrides: list[str], run_dir: str) -> None:
+    """Tell the DDP ranks that Lightning starts (as ``python train.py <argv>``) which job they
+    belong to. Lightning re-runs the parent's command line, which under ``-m`` is the whole
+    sweep: the ranks would run every job of it, in other folders. ``child_argv`` reads this."""
+    os.environ[JOB_ENV] = json.dumps({"overrides": overrides, "run_dir": run_dir})
+
+
+class LauncherEnvironment:
+    """Undo what Lightning's process launcher sets in this process's environment, at the end
+    of a job: with ``LOCAL_RANK`` left behind, the next job of a sweep would believe another
+    tool started its ranks and wait for them forever."""
+
+    def __enter__(self) -> "LauncherEnvironment":
+        self.before = {k: os.environ.get(k) for k in (*LAUNCHER_ENV, JOB_ENV)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in self.before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def child_argv(argv: list[str]) -> list[str] | None:
+    """A DDP rank started by Lightning for a job: that job's overrides and folder, in place of
+    the command line it was given (None when this process is not such a rank)."""
+    job = os.environ.get(JOB_ENV)
+    if job is None or "LOCAL_RANK" not in os.environ:
+        return None
+    job = json.loads(job)
+    rank = os.environ["LOCAL_RANK"]
+    return [
+        argv[0],
+        *job["overrides"],
+        f"hydra.run.dir={job['run_dir']}",
+        "hydra.output_subdir=null",  # rank 0 wrote the job's .hydra/
+        f"hydra.job.name=train_rank{rank}",  # its own log file: train_rank1.log
+    ]
+
+
 def main_argv() -> None:
     """Rewrite ``sys.argv`` for Hydra; a bad ``resume=`` prints one error line and exits 1."""
     register_resolvers()
+    if (argv := child_argv(sys.argv)) is not None:
+        sys.argv = argv
+        return
     try:
         sys.argv = prepare_argv(sys.argv)
     except UserError as e:

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnzoo.callbacks import Throughput
 from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.data.datamodule import per_device_batch_size
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
@@ -26,6 +27,12 @@ from cnnzoo.tasks.common import (
     exit_on_user_error,
     instantiate_group,
     instantiate_target,
+)
+from cnnzoo.tasks.runs import (
+    LauncherEnvironment,
+    job_overrides,
+    release_unused_claims,
+    share_job_with_ranks,
 )
 from cnnzoo.tracking import finish_wandb, wandb_run_location
 
@@ -70,6 +77,17 @@ def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, module: pl.Lightni
 
 @exit_on_user_error
 def train(cfg: DictConfig) -> float | None:
+    release_unused_claims(cfg.paths.output_dir)
+    try:
+        with LauncherEnvironment():
+            if (overrides := job_overrides()) is not None:
+                share_job_with_ranks(overrides, cfg.paths.output_dir)
+            return _train(cfg)
+    finally:  # (Hydra may resolve the names again while a sweep's job runs)
+        release_unused_claims(cfg.paths.output_dir)
+
+
+def _train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -114,6 +132,7 @@ def _results(
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": cfg.data.batch_size,
+        "per_device_batch_size": per_device_batch_size(cfg.data.batch_size, trainer),
         "world_size": trainer.world_size,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -1,0 +1,311 @@
+"""Score a trained network the ILSVRC way (``eval.py``) and name what is in photos
+(``predict.py``).
+
+A run folder is enough: its ``.hydra/config.yaml`` says the architecture and the data, its
+``checkpoints/`` hold the weights. Without a run, ``ckpt_path=`` (a cnnzoo checkpoint) or
+``model.weights=`` (a torchvision-format state dict) with ``model=``/``data=`` choose them.
+"""
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from cnnzoo.data.transforms import CROPS, multi_crop_transform
+from cnnzoo.errors import ConfigError
+from cnnzoo.models.weights import net_state_dict
+from cnnzoo.module import ClassificationModule
+from cnnzoo.tasks.runs import job_overrides, release_unused_claims
+from cnnzoo.tasks.train import build_module
+
+log = logging.getLogger(__name__)
+RUN_SECTIONS = ("model", "data", "optim", "scheduler")  # what a run's config decides
+
+
+def run_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the model and data of ``cfg.run`` (a training run folder), when given; the
+    command line's ``model.*``/``data.*`` values still apply (e.g. ``data.root=``)."""
+    if not cfg.get("run"):
+        return cfg
+    run = Path(cfg.run).expanduser()
+    saved = run / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"run={run}: not a cnnzoo run folder (no {saved}). Give a folder under "
+            "outputs/train/, or use ckpt_path= with model= and data=."
+        )
+    trained = OmegaConf.load(saved)
+    merged = cfg.copy()
+    with open_dict(merged):
+        for section in RUN_SECTIONS:
+            if section in trained:
+                merged[section] = trained[section]
+        merged.seed = trained.get("seed", cfg.seed)
+    for override in job_overrides() or []:
+        key, _, value = override.partition("=")
+        if key.split(".")[0] in ("model", "data") and "." in key:
+            OmegaConf.update(merged, key, OmegaConf.create({"v": value}).v, force_add=True)
+    return merged
+
+
+def checkpoint_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint to score: ``ckpt_path``, else the run's ``ckpt`` (best or last), else
+    None (the model's own weights: ``model.weights`` / ``model.pretrained``)."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path).expanduser()
+    elif cfg.get("run"):
+        choice = cfg.get("ckpt", "best")
+        run = Path(cfg.run).expanduser()
+        path = (
+            run / "checkpoints" / f"{choice}.ckpt" if choice in ("best", "last") else Path(choice)
+        )
+    else:
+        return None
+    if not path.is_file():
+        found = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
+        raise ConfigError(
+            f"no checkpoint at {path} (found: {found or 'none'}). A run that stopped before "
+            "its first epoch ended has none; choose ckpt=last, ckpt=/path/to/file.ckpt, or "
+            "another run."
+        )
+    return path
+
+
+def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModule, Path | None]:
+    """The network in eval mode with the chosen weights; a checkpoint of another architecture
+    or class count is refused naming both."""
+    path = checkpoint_path(cfg)
+    if path is not None:  # the checkpoint's weights replace any the model config names
+        with open_dict(cfg):
+            cfg.model.weights = None
+            if "pretrained" in cfg.model:
+                cfg.model.pretrained = False
+    module = build_module(cfg)
+    if path is not None:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"{path} is not a readable cnnzoo checkpoint ({e}).") from None
+        if "state_dict" not in checkpoint:
+            raise ConfigError(
+                f"{path} is not a training checkpoint; for a torchvision-format state dict use "
+                "model.weights=... instead of ckpt_path=."
+            )
+        module.on_load_checkpoint(checkpoint)
+        module.net.load_state_dict(net_state_dict(path, ema=ema))
+    elif ema:
+        raise ConfigError("eval.ema=true needs a checkpoint (run= or ckpt_path=).")
+    return module.eval(), path
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def predict_probabilities(module: ClassificationModule, views: Tensor) -> Tensor:
+    """Class probabilities of (N, V, 3, H, W) images: softmax of each view, averaged over the V
+    views (ten-crop, flip), as Krizhevsky et al. 2012 averaged their ten patches."""
+    n, v = views.shape[:2]
+    logits = module(views.flatten(0, 1)).float()
+    return logits.softmax(dim=1).view(n, v, -1).mean(dim=1)
+
+
+@torch.no_grad()
+def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int) -> dict[str, Any]:
+    """Top-1/top-5 (torchmetrics, as training computes them), a confusion matrix and per-class
+    top-5 hits over every image of ``loader`` (batches of (N, V, 3, H, W) views)."""
+    from cnnzoo.module import topk_metrics
+
+    target = device()
+    module.to(target)
+    metrics = topk_metrics(num_classes).to(target)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=target)
+    top5_hits = torch.zeros(num_classes, dtype=torch.long, device=target)
+    for views, labels in loader:
+        views, labels = views.to(target), labels.to(target)
+        if views.shape[1] == 1:  # one view: the logits themselves, exactly as in training
+            scores = module(views[:, 0]).float()
+        else:
+            scores = predict_probabilities(module, views)
+        metrics.update(scores, labels)
+        predicted = scores.argmax(dim=1)
+        confusion.view(-1).index_add_(0, labels * num_classes + predicted, torch.ones_like(labels))
+        k = min(5, num_classes)
+        hit = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+        top5_hits.index_add_(0, labels, hit.long())
+    return {
+        **{name: float(value) for name, value in metrics.compute().items()},
+        "confusion": confusion.cpu(),
+        "top5_hits": top5_hits.cpu(),
+    }
+
+
+def eval_loader(cfg: DictConfig, datamodule, crop: str, split: str) -> DataLoader:
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    if split not in datamodule.datasets:
+        raise ConfigError(f"eval.split={split!r}: choose one of {sorted(datamodule.datasets)}.")
+    dataset = datamodule.datasets[split]
+    dataset.transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, crop)
+    batch = max(1, cfg.data.batch_size // CROPS[crop])  # the same images per forward pass
+    return DataLoader(dataset, batch_size=batch, num_workers=cfg.data.num_workers)
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    release_unused_claims(cfg.paths.output_dir)
+    cfg = run_config(cfg)
+    crop, split, ema = cfg.eval.crop, cfg.eval.split, cfg.eval.ema
+    if crop not in CROPS:
+        raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
+    module, path = load_module(cfg, ema=ema)
+    datamodule = instantiate(cfg.data)
+    loader = eval_loader(cfg, datamodule, crop, split)
+    scores = evaluate(module, loader, cfg.data.num_classes)
+    names = datamodule.class_names()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    confusion, top5_hits = scores.pop("confusion"), scores.pop("top5_hits")
+    images = int(confusion.sum())
+    result = {
+        "model": cfg.model.name,
+        "run": str(cfg.run) if cfg.get("run") else None,
+        "checkpoint": str(path) if path else None,
+        "weights": cfg.model.get("weights")
+        or ("torchvision" if cfg.model.get("pretrained") else None),
+        "ema": ema,
+        "split": split,
+        "crop": crop,
+        "views": CROPS[crop],
+        "images": images,
+        "acc_top1": scores["acc_top1"],
+        "err_top1": 1.0 - scores["acc_top1"],
+        "acc_top5": scores.get("acc_top5"),
+        "err_top5": None if "acc_top5" not in scores else 1.0 - scores["acc_top5"],
+        "most_confused": most_confused(confusion, names),
+        "per_class_csv": str(out / "per_class.csv"),
+    }
+    write_per_class(out / "per_class.csv", confusion, top5_hits, names, datamodule)
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_eval(result, out)
+    return result
+
+
+def most_confused(confusion: Tensor, names: list[str], n: int = 10) -> list[dict[str, Any]]:
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    counts, flat = off.flatten().topk(min(n, off.numel()))
+    k = confusion.shape[0]
+    return [
+        {"true": names[i // k], "predicted": names[i % k], "images": int(c)}
+        for c, i in zip(counts.tolist(), flat.tolist(), strict=True)
+        if c > 0
+    ]
+
+
+def write_per_class(path: Path, confusion: Tensor, top5_hits: Tensor, names, datamodule) -> None:
+    folders = getattr(datamodule.datasets.get("train"), "classes", None) or names
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "wnid", "name", "images", "acc_top1", "acc_top5"])
+        for c, name in enumerate(names):
+            total = int(confusion[c].sum())
+            acc1 = int(confusion[c, c]) / total if total else None
+            acc5 = int(top5_hits[c]) / total if total else None
+            writer.writerow([c, folders[c], name, total, acc1, acc5])
+
+
+def print_eval(result: dict[str, Any], out: Path, console: Console | None = None) -> None:
+    console = console or Console(soft_wrap=True)
+    table = Table(title=f"cnnzoo eval: {result['model']}", title_justify="left")
+    for column in ("split", "crop", "images", "top-1 acc", "top-1 err", "top-5 acc", "top-5 err"):
+        table.add_column(column, justify="right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    table.add_row(
+        result["split"],
+        f"{result['crop']} ({result['views']} views)",
+        str(result["images"]),
+        pct(result["acc_top1"]),
+        pct(result["err_top1"]),
+        pct(result["acc_top5"]),
+        pct(result["err_top5"]),
+    )
+    console.print(table)
+    for pair in result["most_confused"][:5]:
+        console.print(f"  {pair['true']} -> {pair['predicted']}: {pair['images']} images")
+    console.print(f"eval.json and per_class.csv in {out}")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The files given, and the image files under the folders given (sorted); a path that
+    does not exist is an error naming it."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"images: {given} does not exist (give image files or folders).")
+    if not files:
+        raise ConfigError(f"images={paths}: no files to predict (give images=[a.jpg,folder/]).")
+    return files
+
+
+def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Top-k class names with probabilities for each image; files that are not images are
+    reported on stderr and skipped."""
+    from PIL import Image, UnidentifiedImageError
+
+    cfg = run_config(cfg)
+    files = image_files(list(cfg.images))
+    module, _ = load_module(cfg, ema=cfg.predict.get("ema", False))
+    module.to(device())
+    names = instantiate(cfg.data).class_names()
+    transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, cfg.predict.crop)
+    k = min(cfg.predict.topk, len(names))
+    console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    predictions = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                views = transform(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            errors.print(f"{file}: skipped, not a readable image ({e})", markup=False)
+            continue
+        probs = predict_probabilities(module, views[None].to(device()))[0]
+        top = probs.topk(k)
+        predictions.append(
+            {
+                "image": str(file),
+                "top": [
+                    {"class": int(i), "name": names[i], "probability": round(float(p), 4)}
+                    for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                ],
+            }
+        )
+        if cfg.predict.format == "text":
+            shown = " | ".join(
+                f"{t['name']} {t['probability']:.2f}" for t in predictions[-1]["top"]
+            )
+            console.print(f"{file}: {shown}", markup=False, highlight=False)
+    if cfg.predict.format == "json":
+        print(json.dumps(predictions, indent=2))
+    elif cfg.predict.format != "text":
+        raise ConfigError(f"predict.format={cfg.predict.format!r}: choose text or json.")
+    return predictions

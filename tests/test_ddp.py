@@ -1,0 +1,52 @@
+"""DDP on the CPU with real processes (gloo): one folder per run, exact validation counts,
+global batch semantics, and a Hydra multirun that runs each job once with its ranks."""
+
+import json
+
+import pytest
+from conftest import compose_train, run_train, tiny_overrides
+
+from cnnzoo.tasks.evaluate import run_eval
+
+
+def ddp(cache_dir, out, ranks: int, global_batch: int) -> list[str]:
+    cpu = ("trainer=", "data.batch_size")
+    base = [o for o in tiny_overrides(cache_dir, out) if not o.startswith(cpu)]
+    return [*base, "trainer=ddp_cpu", f"trainer.devices={ranks}", f"data.batch_size={global_batch}"]
+
+
+@pytest.mark.slow
+def test_three_ranks_count_every_val_image_once(cache_dir, tmp_path, offline_env):
+    args = [*ddp(cache_dir, tmp_path, ranks=3, global_batch=24), "logger=none"]
+    proc = run_train(args, offline_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()  # one folder for the three ranks
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 3
+    assert results["global_batch_size"] == 24 and results["per_device_batch_size"] == 8
+    assert results["lr"] == 0.1  # the global batch decides the lr, not the number of ranks
+    assert (run / "train_rank1.log").is_file() and (run / "train_rank2.log").is_file()
+    # 40 val images over 3 ranks (14 + 13 + 13): the same figures as one process on the same
+    # checkpoint, with no padded duplicates
+    single = run_eval(compose_train([f"run={run}"], out=tmp_path / "eval", config="eval"))
+    assert single["images"] == 40
+    assert results["metrics"]["test/acc_top1"] == single["acc_top1"]
+    assert results["metrics"]["test/acc_top5"] == single["acc_top5"]
+
+
+@pytest.mark.slow
+def test_multirun_with_ddp_runs_each_job_once(cache_dir, tmp_path, offline_env):
+    sweep = ["-m", "model=resnet18,alexnet", "model.small_input=true"]
+    args = [*sweep, *ddp(cache_dir, tmp_path, ranks=2, global_batch=16)]
+    proc = run_train([*args, "logger=wandb"], offline_env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train").iterdir()  # no stray folders from child ranks
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_resnet18", "1_alexnet"]
+    ids = set()
+    for job in jobs:
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert results["world_size"] == 2 and results["model"] == job.split("_")[1]
+        (wandb_run,) = (sweep / job / "wandb").glob("offline-run-*")  # one W&B run per job
+        ids.add(wandb_run.name.rsplit("-", 1)[1])
+    assert len(ids) == 2

@@ -1,0 +1,189 @@
+"""eval.py, predict.py and export: score a run the ILSVRC way, name what is in photos."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from conftest import compose_train, run_train, tiny_overrides
+from PIL import Image
+
+from cnnzoo.data.transforms import MultiCrop
+from cnnzoo.export import main as export_main
+from cnnzoo.tasks.evaluate import load_module, predict_probabilities, run_eval
+
+ENV = {**os.environ, "WANDB_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def trained(cache_dir, tmp_path_factory) -> Path:
+    """One tiny resnet18 run (ImageNet stem, so its state dict is torchvision's)."""
+    cwd = tmp_path_factory.mktemp("trained")
+    proc = run_train([*tiny_overrides(cache_dir, cwd), "logger=none"], ENV, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (cwd / "outputs" / "train").iterdir()
+    return run
+
+
+def test_eval_of_a_run_reproduces_its_test_metrics_exactly(trained, tmp_path):
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    proc = run_train([f"run={trained}"], ENV, cwd=tmp_path, script="eval.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (tmp_path / "outputs" / "eval").iterdir()
+    result = json.loads((folder / "eval.json").read_text())
+    trained_metrics = json.loads((trained / "results.json").read_text())["metrics"]
+    assert result["acc_top1"] == trained_metrics["test/acc_top1"]
+    assert result["acc_top5"] == trained_metrics["test/acc_top5"]
+    assert result["images"] == 40 and result["crop"] == "center"
+    assert result["checkpoint"] == str(trained / "checkpoints" / "best.ckpt")
+    rows = (folder / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "class,wnid,name,images,acc_top1,acc_top5" and len(rows) == 11
+    assert rows[1].startswith("0,n01440764,tench,4,")
+    assert "top-1 acc" in proc.stdout
+    after = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    assert after == before  # the training run's files are untouched
+
+
+def test_views_are_averaged_as_softmax_probabilities():
+    class Fixed(torch.nn.Module):  # logits of two images x two views, in (N * V) order
+        def forward(self, images):
+            l3 = torch.log(torch.tensor(3.0))
+            return torch.tensor([[0.0, l3], [l3, 0.0], [0.0, 0.0], [0.0, l3]])
+
+    views = torch.zeros(2, 2, 3, 4, 4)
+    probs = predict_probabilities(Fixed(), views)
+    # image 0: softmax (1/4, 3/4) and (3/4, 1/4) -> (1/2, 1/2); image 1: (1/2, 1/2), (1/4, 3/4)
+    torch.testing.assert_close(probs, torch.tensor([[0.5, 0.5], [0.375, 0.625]]))
+
+
+def test_ten_crop_and_flip_views():
+    pixels = torch.arange(16, dtype=torch.uint8).view(4, 4) * 16  # value = position
+    image = Image.fromarray(pixels.numpy()).convert("RGB")
+    ten = MultiCrop(2, "ten")(image)[:, 0]  # one channel, normalised
+    assert ten.shape == (10, 2, 2)
+    corners = [pixels[:2, :2], pixels[:2, 2:], pixels[2:, :2], pixels[2:, 2:], pixels[1:3, 1:3]]
+    order = [v.flatten().argsort() for v in ten[:5]]
+    for view, corner, o in zip(ten[:5], corners, order, strict=True):
+        assert torch.equal(view.flatten().argsort(), corner.flatten().argsort())
+        assert torch.equal(o, corner.flatten().argsort())
+    # the four corners and the centre, each as the view whose pixel values it holds
+    means = ten[:5].mean(dim=(1, 2))
+    assert torch.equal(means.argsort(), torch.tensor([0, 1, 4, 2, 3]))
+    # then the same five crops of the mirrored image: each patch's reflection
+    for plain, mirrored in zip(ten[[1, 0, 3, 2, 4]], ten[5:], strict=True):
+        assert torch.equal(mirrored, plain.flip(-1))
+    flip = MultiCrop(2, "flip")(image)
+    assert flip.shape == (2, 3, 2, 2) and torch.equal(flip[1], flip[0].flip(-1))
+    assert torch.equal(flip[0, 0], ten[4])
+
+
+def test_ten_crop_eval_scores_every_image_once(trained, tmp_path):
+    cfg = compose_train([f"run={trained}", "eval.crop=ten"], out=tmp_path, config="eval")
+    result = run_eval(cfg)
+    assert result["images"] == 40 and result["views"] == 10
+    assert 0.0 <= result["acc_top1"] <= result["acc_top5"] <= 1.0
+    assert json.loads((tmp_path / "eval.json").read_text())["crop"] == "ten"
+
+
+def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, cache_dir):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    val = next(cache_dir.glob("sample_*")) / "val" / "n01440764"
+    shutil.copy(next(val.iterdir()), folder / "fish.jpg")
+    (folder / "notes.txt").write_text("not an image\n")
+    proc = run_train(
+        [f"run={trained}", f"images=[{folder}]"], ENV, cwd=tmp_path, script="predict.py"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stdout.splitlines() if "fish.jpg" in line]
+    answers = line.split(": ", 1)[1].split(" | ")
+    assert len(answers) == 5
+    probs = [float(a.rsplit(" ", 1)[1]) for a in answers]
+    assert probs == sorted(probs, reverse=True)
+    assert "notes.txt: skipped, not a readable image" in proc.stderr
+    assert not (tmp_path / "outputs").exists()  # predict writes nothing
+
+    proc = run_train(
+        [f"run={trained}", f"images=[{folder / 'fish.jpg'}]", "predict.format=json"],
+        ENV,
+        cwd=tmp_path,
+        script="predict.py",
+    )
+    (prediction,) = json.loads(proc.stdout[proc.stdout.index("[") :])
+    assert len(prediction["top"]) == 5
+    assert sum(t["probability"] for t in prediction["top"]) <= 1.0001
+
+
+def test_predict_names_a_missing_image_path(trained, tmp_path):
+    proc = run_train(
+        [f"run={trained}", "images=[no/such/cat.jpg]"], ENV, cwd=tmp_path, script="predict.py"
+    )
+    assert proc.returncode == 1
+    assert "no/such/cat.jpg does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_path):
+    out = tmp_path / "resnet18.pth"
+    assert export_main([f"run={trained}", f"out={out}"]) == out
+    net = torchvision.models.resnet18(num_classes=10)
+    net.load_state_dict(torch.load(out, weights_only=True))
+    cfg = compose_train([f"run={trained}"], out=tmp_path, config="eval")
+    from cnnzoo.tasks.evaluate import run_config
+
+    module, _ = load_module(run_config(cfg))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(images), module(images))
+    with pytest.raises(SystemExit):  # an existing file is kept
+        export_main([f"run={trained}", f"out={out}"])
+
+
+def test_torchscript_export_runs_without_cnnzoo(trained, tmp_path):
+    out = tmp_path / "net.pt"
+    export_main([f"run={trained}", "format=torchscript", f"out={out}"])
+    scripted = torch.jit.load(out)
+    assert scripted(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.slow
+def test_eval_of_torchvision_format_weights(trained, tmp_path, cache_dir):
+    weights = tmp_path / "resnet18-tiny.pth"
+    export_main([f"run={trained}", f"out={weights}"])
+    data = [
+        o
+        for o in tiny_overrides(cache_dir, tmp_path)
+        if o.startswith(("data.", "model.", "paths."))
+    ]
+    proc = run_train(
+        [*data, "model=resnet18", f"model.weights={weights}"], ENV, cwd=tmp_path, script="eval.py"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (tmp_path / "outputs" / "eval").iterdir()
+    result = json.loads((folder / "eval.json").read_text())
+    assert result["images"] == 40 and result["weights"] == str(weights)
+    assert (
+        result["acc_top1"]
+        == json.loads((trained / "results.json").read_text())["metrics"]["test/acc_top1"]
+    )
+
+
+@pytest.mark.slow
+def test_bad_checkpoints_are_named(trained, tmp_path):
+    empty = tmp_path / "run-without-checkpoint"
+    shutil.copytree(trained / ".hydra", empty / ".hydra")
+    proc = run_train([f"run={empty}"], ENV, cwd=tmp_path, script="eval.py")
+    assert proc.returncode == 1 and "no checkpoint at" in proc.stderr
+    proc = run_train(
+        [f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "model=alexnet"],
+        ENV,
+        cwd=tmp_path,
+        script="eval.py",
+    )
+    assert proc.returncode == 1
+    assert "arch 'resnet18'" in proc.stderr and "'alexnet'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_train([f"run={trained}", "eval.ema=true"], ENV, cwd=tmp_path, script="eval.py")
+    assert proc.returncode == 1 and "holds no EMA weights" in proc.stderr
