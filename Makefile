@@ -9,10 +9,10 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean bench-gpu
+.PHONY: help install train test lint format models clean bench bench-gpu
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 	@echo "  (extra Hydra overrides: make train ARGS='trainer.max_epochs=2')"
 
 $(STAMP): pyproject.toml
@@ -31,6 +31,9 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline)
 
 models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
 	$(BIN)/python -m cnnzoo.models
+
+bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a plain loop, transforms vs torchvision's
+	$(BIN)/python benchmarks/cpu_bench.py --out cpu_bench.md
 
 bench-gpu: $(STAMP)  ## training images/s on a CUDA GPU, the table in BENCHMARKS.md
 	$(BIN)/python benchmarks/gpu_throughput.py --out gpu_throughput.md

@@ -2,9 +2,11 @@
 global batch semantics, and a Hydra multirun that runs each job once with its ranks."""
 
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import compose_train, run_train, tiny_overrides
+from conftest import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.tasks.evaluate import run_eval
 
@@ -50,3 +52,18 @@ def test_multirun_with_ddp_runs_each_job_once(cache_dir, tmp_path, offline_env):
         (wandb_run,) = (sweep / job / "wandb").glob("offline-run-*")  # one W&B run per job
         ids.add(wandb_run.name.rsplit("-", 1)[1])
     assert len(ids) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_folder(cache_dir, tmp_path, offline_env):
+    args = [*ddp(cache_dir, tmp_path, ranks=2, global_batch=16), "logger=none"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*torchrun, str(ROOT / "train.py"), *args],
+        cwd=tmp_path, env=offline_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()  # one folder, not one per rank
+    assert run.name.startswith("torchrun-")
+    assert json.loads((run / "results.json").read_text())["world_size"] == 2
+    assert (run / "train_rank1.log").is_file() and (run / ".hydra" / "config.yaml").is_file()

@@ -99,10 +99,36 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
     ]
 
 
+def torchrun_args(args: list[str]) -> list[str]:
+    """Under ``torchrun`` every rank runs ``train.py`` itself: all ranks share one run folder
+    named by torchrun's run id (unless ``hydra.run.dir`` is given); ranks other than 0 write no
+    ``.hydra/`` and log to ``train_rank<N>.log``."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return args
+    if "-m" in args or "--multirun" in args:
+        raise ConfigError(
+            "under torchrun, run one job at a time (no -m): torchrun starts the ranks."
+        )
+    extra = []
+    if _value(args, "hydra.run.dir") is None:
+        if run_id == "none":
+            raise ConfigError(
+                "torchrun without --standalone or --rdzv-id: give every rank the same folder with "
+                "hydra.run.dir=outputs/train/<name>."
+            )
+        extra.append(f"hydra.run.dir=${{paths.log_dir}}/train/torchrun-{run_id}")
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:
+        extra += ["hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
+    return [*args, *extra]
+
+
 def prepare_argv(argv: list[str]) -> list[str]:
     """Expand ``resume=RUN``; refuse ``hydra.run.dir`` pointing at an existing run (unless
-    continuing it with ``ckpt_path``)."""
-    args = argv[1:]
+    continuing it with ``ckpt_path``); one run folder for all ranks under torchrun."""
+    args = torchrun_args(argv[1:])
+    argv = [argv[0], *args]
     resume = _value(args, "resume")
     if resume is not None:
         if "-m" in args or "--multirun" in args:
@@ -110,7 +136,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
         rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
         return [argv[0], *resume_args(Path(resume), rest)]
     run_dir = _value(args, "hydra.run.dir")
-    child_rank = "LOCAL_RANK" in os.environ  # a DDP rank Lightning started in rank 0's folder
+    child_rank = "LOCAL_RANK" in os.environ  # a DDP rank started in rank 0's folder
     if run_dir and not child_rank and _holds_a_run(Path(run_dir)) and not _value(args, "ckpt_path"):
         raise ConfigError(
             f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
