@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import compose_train, run_train, tiny_overrides
+from conftest import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.tasks.train import train
 
@@ -172,3 +172,25 @@ def test_inception_family_trains_and_logs_aux_losses(name, heads, cache_dir, tmp
     }
     assert expected <= set(header)
     assert f"train/loss_aux{heads + 1}" not in header
+
+
+def test_runs_record_size_cost_and_code_version(cache_dir, tmp_path, offline_env):
+    import subprocess
+
+    import torch
+    import yaml
+
+    from cnnzoo.models.stats import count_gmacs
+
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=csv"], out=tmp_path)
+    train(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    hparams = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    for record in (results, hparams):
+        assert record["num_params"] == 11_181_642
+        assert record["gmacs"] == pytest.approx(count_gmacs("resnet18", 32, num_classes=10))
+        assert record["versions"]["torch"] == torch.__version__
+        if commit.returncode == 0:  # a git checkout (CI's clean clone is one)
+            assert record["git"]["commit"] == commit.stdout.strip()
+            assert isinstance(record["git"]["dirty"], bool)

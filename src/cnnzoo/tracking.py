@@ -76,3 +76,32 @@ def finish_wandb(failed: bool) -> None:
     wandb = sys.modules.get("wandb")  # not imported: no run was made (and no import cost)
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def code_version() -> dict[str, object]:
+    """The git commit of the cnnzoo checkout and whether it had uncommitted changes (None
+    outside a git checkout), and the versions of the packages that decide the results."""
+    import importlib
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    git: dict[str, object] | None = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            git = {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    modules = ("cnnzoo", "torch", "torchvision", "pytorch_lightning", "torchmetrics", "hydra")
+    versions = {}
+    for name in modules:  # __version__ carries the build (2.14.1+cu130), metadata does not
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except (ImportError, AttributeError):
+            versions[name] = None
+    return {"git": git, "versions": versions}

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnzoo.errors import ConfigError, UserError
 
@@ -47,11 +48,9 @@ def check_input_size(model_cfg: DictConfig) -> None:
     A forward pass on the meta device (shapes only, no arithmetic) in training mode, so that
     auxiliary heads are checked too.
     """
-    no_weights = {k: None for k in ("weights", "pretrained") if k in model_cfg}  # no file I/O
-    probe_cfg = OmegaConf.merge(model_cfg, no_weights)
     size = model_cfg.input_size
     with torch.device("meta"):
-        net = build_net(probe_cfg).train()
+        net = _meta_net(model_cfg).train()
         try:
             net(torch.empty(2, 3, size, size))
         except RuntimeError as e:
@@ -61,6 +60,23 @@ def check_input_size(model_cfg: DictConfig) -> None:
                 "default is its paper's), model.small_input=true for 32-64 px data, or "
                 "model.aux_logits=false where auxiliary heads need the larger input."
             ) from None
+
+
+def _meta_net(model_cfg: DictConfig) -> nn.Module:
+    """The architecture without weight files (call under ``torch.device("meta")``)."""
+    no_weights = {k: None for k in ("weights", "pretrained") if k in model_cfg}  # no file I/O
+    return build_net(OmegaConf.merge(model_cfg, no_weights))
+
+
+def model_gmacs(model_cfg: DictConfig) -> float:
+    """Multiply-adds of one eval forward pass of one ``model.input_size`` image, in billions
+    (counted on the meta device: no memory, no arithmetic)."""
+    size = model_cfg.input_size
+    with torch.device("meta"):
+        net = _meta_net(model_cfg).eval()
+        with FlopCounterMode(display=False) as counter:
+            net(torch.empty(1, 3, size, size))
+    return counter.get_total_flops() / 2e9  # the counter counts a multiply-add as 2 FLOPs
 
 
 def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:

@@ -27,6 +27,7 @@ from cnnzoo.tasks.common import (
     exit_on_user_error,
     instantiate_group,
     instantiate_target,
+    model_gmacs,
 )
 from cnnzoo.tasks.runs import (
     LauncherEnvironment,
@@ -34,7 +35,7 @@ from cnnzoo.tasks.runs import (
     release_unused_claims,
     share_job_with_ranks,
 )
-from cnnzoo.tracking import finish_wandb, wandb_run_location
+from cnnzoo.tracking import code_version, finish_wandb, wandb_run_location
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,20 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, module: pl.LightningModule) -> None:
-    """Send the whole resolved config, the parameter count and the global batch to every logger."""
+def run_facts(cfg: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
+    """What a comparison of runs needs beyond the config: size, cost and code version."""
+    return {
+        "num_params": sum(p.numel() for p in module.parameters()),
+        "gmacs": model_gmacs(cfg.model),  # per image at model.input_size
+        **code_version(),
+    }
+
+
+def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, facts: dict[str, Any]) -> None:
+    """Send the whole resolved config, the run's facts (parameters, GMACs, git commit, package
+    versions), the global batch and the lr to every logger."""
     hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams["num_params"] = sum(p.numel() for p in module.parameters())
+    hparams |= facts
     hparams["global_batch_size"] = cfg.data.batch_size
     hparams["effective_lr"] = effective_lr(cfg)
     hparams["world_size"] = trainer.world_size
@@ -98,7 +109,8 @@ def _train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg)
     failed = True
     try:
-        log_hyperparameters(trainer, cfg, module)
+        facts = run_facts(cfg, module)
+        log_hyperparameters(trainer, cfg, facts)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
@@ -106,7 +118,8 @@ def _train(cfg: DictConfig) -> float | None:
         fit_metrics = _floats(trainer.callback_metrics)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
-        results = _results(cfg, trainer, fit_metrics, test_metrics, time.perf_counter() - started)
+        wall_time = time.perf_counter() - started
+        results = _results(cfg, trainer, facts, fit_metrics, test_metrics, wall_time)
         if trainer.is_global_zero:
             _write_results(Path(cfg.paths.output_dir), results)
             print_summary(results)
@@ -121,7 +134,7 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _results(
-    cfg: DictConfig, trainer: pl.Trainer, fit: dict, test: dict, wall_time: float
+    cfg: DictConfig, trainer: pl.Trainer, facts: dict, fit: dict, test: dict, wall_time: float
 ) -> dict[str, Any]:
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
@@ -129,6 +142,7 @@ def _results(
     value = float(best_score) if best_score is not None else fit.get(optimised)
     return {
         "model": cfg.model.name,
+        **facts,
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": cfg.data.batch_size,
