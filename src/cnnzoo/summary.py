@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
@@ -21,7 +21,7 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     for label, stage in (("val (last epoch)", "val"), ("best checkpoint on val", "test")):
         table.add_row(
             label,
-            *(_pct(m.get(f"{stage}/{kind}_top{k}")) for k in (1, 5) for kind in ("acc", "err")),
+            *(pct(m.get(f"{stage}/{kind}_top{k}")) for k in (1, 5) for kind in ("acc", "err")),
         )
     console = console or Console(soft_wrap=True)
     console.print()

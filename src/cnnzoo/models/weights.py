@@ -58,11 +58,15 @@ def load_weights(net: nn.Module, name: str, path: str | None = None) -> None:
 
 
 def net_state_dict(
-    checkpoint_path: str | os.PathLike, ema: bool = False
+    checkpoint_path: str | os.PathLike | dict, ema: bool = False, source: str | None = None
 ) -> dict[str, torch.Tensor]:
-    """The network's torchvision-format state dict from a cnnzoo (Lightning) checkpoint: the
-    raw weights, or with ``ema=True`` their moving average (``callbacks=ema``)."""
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    """The network's torchvision-format state dict from a cnnzoo (Lightning) checkpoint (a path,
+    or the checkpoint already loaded, read from ``source``): the raw weights, or with
+    ``ema=True`` their moving average (``callbacks=ema``)."""
+    if isinstance(checkpoint_path, dict):
+        checkpoint, checkpoint_path = checkpoint_path, source or "the checkpoint"
+    else:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     if not ema:
         state, prefix = checkpoint["state_dict"], "net."
     else:

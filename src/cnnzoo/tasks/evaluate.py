@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from cnnzoo.data.transforms import CROPS, multi_crop_transform
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict
-from cnnzoo.module import ClassificationModule
+from cnnzoo.module import ClassificationModule, topk_metrics
+from cnnzoo.summary import pct
 from cnnzoo.tasks.runs import job_overrides, release_unused_claims
 from cnnzoo.tasks.train import build_module
 
@@ -101,7 +102,7 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
                 "model.weights=... instead of ckpt_path=."
             )
         module.on_load_checkpoint(checkpoint)
-        module.net.load_state_dict(net_state_dict(path, ema=ema))
+        module.net.load_state_dict(net_state_dict(checkpoint, ema=ema, source=str(path)))
     elif ema:
         raise ConfigError("eval.ema=true needs a checkpoint (run= or ckpt_path=).")
     return module.eval(), path
@@ -124,8 +125,6 @@ def predict_probabilities(module: ClassificationModule, views: Tensor) -> Tensor
 def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int) -> dict[str, Any]:
     """Top-1/top-5 (torchmetrics, as training computes them), a confusion matrix and per-class
     top-5 hits over every image of ``loader`` (batches of (N, V, 3, H, W) views)."""
-    from cnnzoo.module import topk_metrics
-
     target = device()
     module.to(target)
     metrics = topk_metrics(num_classes).to(target)
@@ -229,7 +228,6 @@ def print_eval(result: dict[str, Any], out: Path, console: Console | None = None
     table = Table(title=f"cnnzoo eval: {result['model']}", title_justify="left")
     for column in ("split", "crop", "images", "top-1 acc", "top-1 err", "top-5 acc", "top-5 err"):
         table.add_column(column, justify="right")
-    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     table.add_row(
         result["split"],
         f"{result['crop']} ({result['views']} views)",
