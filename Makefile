@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean bench bench-gpu
+.PHONY: help install train test lint format models clean bench bench-gpu bench-index
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size,
 
 bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a plain loop, transforms vs torchvision's
 	$(BIN)/python benchmarks/cpu_bench.py --out cpu_bench.md
+
+bench-index: $(STAMP)  ## start-up and worker memory on a 1.28M-file ImageNet-shaped tree (in /tmp)
+	$(BIN)/python benchmarks/imagenet_scale.py
 
 bench-gpu: $(STAMP)  ## training images/s on a CUDA GPU, the table in BENCHMARKS.md
 	$(BIN)/python benchmarks/gpu_throughput.py --out gpu_throughput.md

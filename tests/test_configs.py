@@ -84,6 +84,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "RichProgressBar",
         "Throughput",
         "ResumeState",
+        "BadFileReport",
     }
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 

@@ -8,9 +8,11 @@ from omegaconf import OmegaConf
 #              epochs, extra checks)
 RECIPES = {
     "alexnet_krizhevsky2012": ("alexnet", "SGD", 0.01, 0.9, 5e-4, 128, "ReduceLROnPlateau",
-                               {"factor": 0.1}, 90, {"model.dropout": 0.5}),
+                               {"factor": 0.1}, 90, {"model.dropout": 0.5,
+                               "data.train_crop": "alexnet", "data.lighting": 0.1}),
     "vgg16_simonyan2014": ("vgg16", "SGD", 0.01, 0.9, 5e-4, 256, "ReduceLROnPlateau",
-                           {"factor": 0.1}, 74, {"model.dropout": 0.5}),
+                           {"factor": 0.1}, 74, {"model.dropout": 0.5, "data.train_crop": "vgg",
+                           "data.scale_jitter": [256, 512], "data.lighting": 0.1}),
     "googlenet_szegedy2014": ("googlenet", "SGD", 0.1, 0.9, 1e-4, 256, "StepLR",
                               {"step_size": 8, "gamma": 0.96}, 90,
                               {"model.aux_weights": [0.3, 0.3], "model.dropout": 0.4,
@@ -21,7 +23,8 @@ RECIPES = {
                                  {"label_smoothing": 0.1, "optim.alpha": 0.9, "optim.eps": 1.0,
                                   "trainer.gradient_clip_val": 2.0, "data.image_size": 299}),
     "resnet50_he2016": ("resnet50", "SGD", 0.1, 0.9, 1e-4, 256, "ReduceLROnPlateau",
-                        {"factor": 0.1}, 120, {}),
+                        {"factor": 0.1}, 120, {"data.train_crop": "vgg",
+                        "data.scale_jitter": [256, 480], "data.lighting": 0.1}),
     "densenet121_huang2017": ("densenet121", "SGD", 0.1, 0.9, 1e-4, 256, "MultiStepLR",
                               {"milestones": [30, 60], "gamma": 0.1}, 90,
                               {"optim.nesterov": True}),

@@ -61,7 +61,7 @@ def test_odd_files_are_there_and_decode_to_three_channels(tmp_path):
     dm = SampleDataModule(root, num_classes=10, image_size=32, eval_resize=36, **SMALL)
     dm.setup()
     dataset = dm.datasets["train"]
-    index = {Path(path): i for i, (path, _) in enumerate(dataset.samples)}
+    index = {Path(dataset.index.path(i)): i for i in range(len(dataset))}
     for path in odd.values():
         image, label = dataset[index[path]]
         assert image.shape == (3, 32, 32)

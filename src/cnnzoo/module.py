@@ -47,6 +47,14 @@ def split_outputs(output: Tensor | Sequence[Tensor | None]) -> tuple[Tensor, lis
     return main, [a for a in aux if a is not None]
 
 
+def view_probabilities(net: Callable[[Tensor], Tensor], views: Tensor) -> Tensor:
+    """Class probabilities of (N, V, 3, H, W) images: softmax of each view's logits, averaged
+    over the V views (ten-crop, flip), as Krizhevsky et al. 2012 averaged their ten patches."""
+    n, v = views.shape[:2]
+    logits = net(views.flatten(0, 1)).float()
+    return logits.softmax(dim=1).view(n, v, -1).mean(dim=1)
+
+
 class ClassificationModule(pl.LightningModule):
     """Trains ``net`` with cross-entropy; loss = main + sum_i aux_weights[i] * aux_i.
 
@@ -128,6 +136,8 @@ class ClassificationModule(pl.LightningModule):
         if not torch.isfinite(loss):
             self._stop_on_non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)  # per step
+        if labels.is_floating_point():  # mixup/cutmix class probabilities: score the top class
+            labels = labels.argmax(dim=1)
         self.train_metrics.update(main.detach(), labels)
         return loss
 
@@ -145,10 +155,14 @@ class ClassificationModule(pl.LightningModule):
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels)
+        if images.ndim == 5:  # (N, views, 3, H, W): ten-crop or flip evaluation
+            scores = view_probabilities(self, images)
+            loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
+        else:
+            scores = self(images)
+            loss = F.cross_entropy(scores, labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
-        getattr(self, f"{stage}_metrics").update(logits, labels)
+        getattr(self, f"{stage}_metrics").update(scores, labels)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

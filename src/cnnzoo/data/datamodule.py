@@ -2,25 +2,42 @@
 
 The class index is the position of the wnid in sorted order (torchvision's ImageFolder and the
 ILSVRC convention). ImageNet's test labels are not public, so the test stage scores the val
-split, as the papers' reported results do.
+split, as the papers' reported results do; with ``val_from_train=N`` the val stage scores N
+held-out training images per class instead and the official val set stays untouched until test.
 """
 
+import logging
 import os
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
-from cnnzoo.data.classes import imagenet_class_names
+from cnnzoo.data.classes import imagenet_class_names, imagenet_name_of, imagenet_wnids
+from cnnzoo.data.images import IndexedImages, read_skipped, skip_bad_collate
+from cnnzoo.data.index import SplitIndex, load_index
 from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
 from cnnzoo.data.sample import ensure_sample_dataset, sample_class_names
-from cnnzoo.data.transforms import eval_transform, train_transform
+from cnnzoo.data.transforms import (
+    CROPS,
+    TRAIN_CROPS,
+    batch_mix,
+    eval_transform,
+    multi_crop_transform,
+    normalize_batch,
+    train_transform,
+)
 from cnnzoo.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 LAYOUT = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
 SPLITS = ("train", "val")
+# ILSVRC-2012's official image counts, checked when the tree is the whole of it.
+IMAGENET_IMAGES = {"train": 1_281_167, "val": 50_000}
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -31,6 +48,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
     images per forward pass. Loading is reproducible and resumable (``cnnzoo.data.loading``):
     the order and each image's augmentation follow from ``shuffle_seed``, the epoch and the
     image; each DDP rank reads its own share (trainer ``use_distributed_sampler: false``).
+
+    Args (beyond the sizes and the loader's):
+        num_classes: classes to train on. Fewer than the tree holds, when they divide, is the
+            fixed subset of every k-th class in sorted order (``num_classes=100`` on ImageNet:
+            every 10th wnid from n01440764); more is an error.
+        wnids: ``"imagenet"``: every class folder must be an ILSVRC-2012 wnid (names a stray
+            folder); None: any folder names (``data=imagefolder``).
+        val_from_train: hold out this many training images per class (chosen with
+            ``split_seed``) as the val split; the official val set becomes the test split.
+        samples_per_class: train on at most this many images per class (chosen with
+            ``split_seed``); evaluation keeps every image.
+        train_crop, scale_jitter, color_jitter, auto_augment, lighting, random_erasing:
+            the train recipe (``cnnzoo.data.transforms``). mixup_alpha, cutmix_alpha: batch
+            mixing on the device (soft targets).
+        eval_crop: val and test views: ``center``, ``flip`` or ``ten`` (softmax averaged).
+        normalize_on_device: send uint8 images and normalise on the device (None: on CUDA).
+        on_bad_file: ``error`` or ``skip`` (skipped files are listed at the end of each epoch).
+        index_cache: folder for the file index of each split (None: walk the tree each start);
+            ``reindex`` rebuilds it.
+        num_workers: DataLoader processes per device, or ``"auto"``: the CPUs this process may
+            use divided by the devices of this node, minus one for the main process, at most 8.
     """
 
     def __init__(
@@ -39,13 +77,30 @@ class ImageFolderDataModule(pl.LightningDataModule):
         *,
         num_classes: int,
         batch_size: int = 256,
-        num_workers: int = 8,
+        num_workers: int | str = 8,
         image_size: int = 224,
         eval_resize: int = 256,
         train_crop_scale: tuple[float, float] = (0.08, 1.0),
         hflip: bool = True,
         pin_memory: bool = True,
         shuffle_seed: int = 0,
+        wnids: str | None = None,
+        val_from_train: int = 0,
+        samples_per_class: int | None = None,
+        split_seed: int = 0,
+        train_crop: str = "rrc",
+        scale_jitter: tuple[int, int] = (256, 512),
+        color_jitter: float = 0.0,
+        auto_augment: str | None = None,
+        lighting: float = 0.0,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        eval_crop: str = "center",
+        normalize_on_device: bool | None = None,
+        on_bad_file: str = "error",
+        index_cache: str | None = None,
+        reindex: bool = False,
         root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
     ) -> None:
         super().__init__()
@@ -54,6 +109,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"data.eval_resize={eval_resize} is smaller than data.image_size={image_size}: "
                 "the centre crop would not fit. Set eval_resize >= image_size (224/256 is usual)."
             )
+        _choice("train_crop", train_crop, TRAIN_CROPS)
+        _choice("eval_crop", eval_crop, tuple(CROPS))
+        _choice("on_bad_file", on_bad_file, ("error", "skip"))
+        _choice("wnids", wnids, ("imagenet", None))
+        if not (num_workers == "auto" or (isinstance(num_workers, int) and num_workers >= 0)):
+            raise ConfigError(f"data.num_workers={num_workers!r}: give a count >= 0 or auto.")
         self.root = Path(root).expanduser() if root else None
         self.root_setting = root_setting
         self.num_classes = num_classes
@@ -61,39 +122,182 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.shuffle_seed = shuffle_seed
-        self.train_tf = train_transform(image_size, tuple(train_crop_scale), hflip)
-        self.eval_tf = eval_transform(image_size, eval_resize)
-        self.datasets: dict[str, ImageFolder] = {}
+        self.wnids = wnids
+        self.val_from_train, self.samples_per_class = val_from_train, samples_per_class
+        self.split_seed = split_seed
+        self.eval_crop = eval_crop
+        self.normalize_on_device = normalize_on_device
+        self.on_bad_file = on_bad_file
+        self.index_cache = Path(index_cache).expanduser() if index_cache else None
+        self.reindex = reindex
+        self.sizes = (image_size, eval_resize)
+        self.train_options = {
+            "crop_scale": tuple(train_crop_scale),
+            "hflip": hflip,
+            "crop": train_crop,
+            "resize": eval_resize,
+            "scale_jitter": tuple(scale_jitter),
+            "color_jitter": color_jitter,
+            "auto_augment": auto_augment,
+            "lighting": lighting,
+            "random_erasing": random_erasing,
+        }
+        try:  # a bad option fails here, not in a DataLoader worker
+            train_transform(image_size, **self.train_options)
+        except ValueError as e:
+            raise ConfigError(f"data: {e}.") from None
+        self.mix = batch_mix(mixup_alpha, cutmix_alpha, num_classes)
+        self.datasets: dict[str, IndexedImages] = {}
+        self.skip_log: Path | None = None
+        self._skipped_seen = 0
+
+    # -- the tree ------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Once per node (Lightning's local rank 0): index the splits into the cache, so the
+        other ranks' ``setup`` read the cache instead of walking the tree at the same time."""
+        if self.index_cache is not None:
+            self._indexes()
+
+    def _indexes(self) -> dict[str, SplitIndex]:
+        root = self._checked_root()
+        indexes = {}
+        for split in SPLITS:
+            folder = root / split
+            if not any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(folder)):
+                raise DataError(f"{folder} holds no class folders. Expected {LAYOUT}.")
+            indexes[split] = load_index(folder, self.index_cache, rebuild=self.reindex)
+        self.reindex = False  # rebuild once, not on every call
+        return indexes
 
     def setup(self, stage: str | None = None) -> None:
-        """Check the tree and index both splits (once; later calls reuse the index)."""
+        """Check the tree, choose the classes and images of each split (once; later calls reuse
+        them), and build the transforms for the device the trainer runs on."""
         if self.datasets:
             return
-        root = self._checked_root()
-        for split in SPLITS:
-            tf = self.train_tf if split == "train" else self.eval_tf
-            self.datasets[split] = _image_folder(root / split, tf)
-        train_classes, val_classes = (self.datasets[s].classes for s in SPLITS)
-        if len(train_classes) != self.num_classes:
-            raise DataError(
-                f"{root / 'train'} has {len(train_classes)} class folders but "
-                f"data.num_classes={self.num_classes}. Point {self.root_setting} at the full tree, "
-                "or set data.num_classes to match."
+        indexes = self._indexes()
+        train, official_val = indexes["train"], indexes["val"]
+        self._check_classes(train, official_val)
+        classes = self._chosen_classes(train.classes)
+        train = _only_classes(train, classes)
+        official_val = _only_classes(official_val, classes)
+        held_out = None
+        if self.val_from_train:
+            held_out, train = _split_per_class(train, self.val_from_train, self.split_seed)
+        if self.samples_per_class:
+            train, _ = _split_per_class(
+                train, self.samples_per_class, self.split_seed + 1, at_most=True
             )
-        if val_classes != train_classes:
-            only = sorted(set(train_classes) ^ set(val_classes))[:5]
+        self._report_counts(train, held_out, official_val)
+
+        on_device = self._normalizes_on_device()
+        image_size, resize = self.sizes
+        train_tf = train_transform(image_size, **self.train_options, normalize=not on_device)
+        if self.eval_crop == "center":
+            eval_tf = eval_transform(image_size, resize, normalize=not on_device)
+        else:
+            eval_tf = multi_crop_transform(image_size, resize, self.eval_crop, not on_device)
+        if self.on_bad_file == "skip":
+            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
+
+        def dataset(index: SplitIndex, transform) -> IndexedImages:
+            return IndexedImages(index, transform, self.on_bad_file, self.skip_log)
+
+        test = dataset(official_val, eval_tf)
+        self.datasets = {
+            "train": dataset(train, train_tf),
+            "val": dataset(held_out, eval_tf) if held_out is not None else test,
+            "test": test,
+        }
+
+    def _check_classes(self, train: SplitIndex, val: SplitIndex) -> None:
+        root = self.root
+        for index in (train, val):
+            empty = [c for c, n in zip(index.classes, index.counts(), strict=True) if n == 0]
+            if empty:
+                raise DataError(
+                    f"{index.folder} has {len(empty)} class folders without images, e.g. "
+                    f"{empty[:5]} (images are .JPEG/.jpg/.png/... files). Expected {LAYOUT}."
+                )
+        if self.wnids == "imagenet":
+            known = set(imagenet_wnids())
+            stray = [c for c in train.classes + val.classes if c not in known]
+            if stray:
+                raise DataError(
+                    f"{root} holds folders that are not ILSVRC-2012 wnids: {sorted(set(stray))[:5]}"
+                    f". Move them out of {root / 'train'} and {root / 'val'}, or use "
+                    "data=imagefolder for a tree of other classes."
+                )
+        if val.classes != train.classes:
+            only = sorted(set(train.classes) ^ set(val.classes))[:5]
             raise DataError(
                 f"{root / 'train'} and {root / 'val'} hold different class folders "
                 f"(e.g. {only}); both splits need the same wnid folders ({LAYOUT})."
             )
+        found = len(train.classes)
+        if found < self.num_classes:
+            missing = ""
+            if self.wnids == "imagenet" and self.num_classes == len(imagenet_wnids()):
+                absent = sorted(set(imagenet_wnids()) - set(train.classes))
+                missing = f" (a partial tree: missing {len(absent)}, e.g. {absent[:3]})"
+            raise DataError(
+                f"{root / 'train'} has {found} class folders but data.num_classes="
+                f"{self.num_classes}{missing}. Point {self.root_setting} at the full tree, "
+                "or set data.num_classes to match."
+            )
+
+    def _chosen_classes(self, classes: tuple[str, ...]) -> tuple[str, ...]:
+        """All classes, or the documented fixed subset: every k-th in sorted order."""
+        if len(classes) == self.num_classes:
+            return classes
+        if len(classes) % self.num_classes:
+            raise DataError(
+                f"data.num_classes={self.num_classes} with {len(classes)} class folders in "
+                f"{self.root / 'train'}: a subset takes every k-th class, so num_classes must "
+                f"divide {len(classes)} (e.g. {len(classes) // 10} or {len(classes)})."
+            )
+        step = len(classes) // self.num_classes
+        log.info(
+            "class subset: %d of %d classes, every %d-th in sorted order from %s",
+            self.num_classes,
+            len(classes),
+            step,
+            classes[0],
+        )
+        return classes[::step]
+
+    def _report_counts(self, train, held_out, val) -> None:
+        parts = [f"train {len(train):,}"]
+        if held_out is not None:
+            parts.append(f"val (held out from train) {len(held_out):,}")
+        parts.append(f"{'test' if held_out is not None else 'val/test'} {len(val):,}")
+        log.info("%s: %s images in %d classes", self.root, ", ".join(parts), len(train.classes))
+        whole = (
+            self.wnids == "imagenet"
+            and len(train.classes) == len(imagenet_wnids())
+            and not (self.val_from_train or self.samples_per_class)
+        )
+        if whole:
+            for split, index in (("train", train), ("val", val)):
+                if len(index) != IMAGENET_IMAGES[split]:
+                    log.warning(
+                        "%s has %s images; ILSVRC-2012's %s split has %s. An interrupted "
+                        "extraction? Re-run python -m cnnzoo.data.prepare_imagenet.",
+                        index.folder,
+                        f"{len(index):,}",
+                        split,
+                        f"{IMAGENET_IMAGES[split]:,}",
+                    )
 
     def class_names(self) -> list[str]:
-        """Readable names by class index: ImageNet's 1000 names for the full set, else the
-        class folders' names (``setup`` reads them)."""
-        if self.num_classes == len(imagenet_class_names()):
+        """Readable names by class index: ImageNet's names for wnid folders (all 1000 without
+        reading the tree), else the class folders' names."""
+        full = self.wnids == "imagenet" and self.num_classes == len(imagenet_class_names())
+        if full and not self.datasets:
             return list(imagenet_class_names())
         self.setup()
-        return list(self.datasets["train"].classes)
+        name_of = imagenet_name_of()
+        return [name_of.get(c, c) for c in self.datasets["train"].classes]
 
     def _checked_root(self) -> Path:
         if self.root is None:
@@ -106,9 +310,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
             found = sorted(p.name for p in self.root.iterdir()) or "nothing"
             raise DataError(
                 f"data folder {self.root} has no {' or '.join(missing)} folder "
-                f"(found: {found}). {fix}"
+                f"(found: {found}). {fix} For the official ILSVRC-2012 archives run "
+                "python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
             )
         return self.root
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _normalizes_on_device(self) -> bool:
+        if self.normalize_on_device is not None:
+            return self.normalize_on_device
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def workers(self) -> int:
+        if self.num_workers != "auto":
+            return self.num_workers
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        return auto_workers(len(os.sched_getaffinity(0)), devices)
 
     def per_device_batch_size(self) -> int:
         return per_device_batch_size(self.batch_size, self.trainer)
@@ -124,17 +343,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
         if trainer is not None:  # the order of the epoch a resumed run starts in
             sampler.set_epoch(trainer.current_epoch)
+        batch = self.per_device_batch_size()
+        if not shuffle:  # the same images per forward pass whatever the views per image
+            batch = max(1, batch // CROPS[self.eval_crop])
+        workers = self.workers()
         return ResumableDataLoader(
             self.datasets[split],
-            batch_size=self.per_device_batch_size(),
+            batch_size=batch,
             sampler=sampler,
             drop_last=shuffle,
-            num_workers=self.num_workers,
+            num_workers=workers,
+            collate_fn=skip_bad_collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(
-                self.shuffle_seed
-            ),  # leaves the global RNG alone
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.shuffle_seed),  # global RNG untouched
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -144,7 +366,22 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """On the device: uint8 images to normalised floats; mixup/cutmix of training batches."""
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = normalize_batch(images)
+        if self.mix is not None and self.trainer is not None and self.trainer.training:
+            images, labels = self.mix(images, labels)
+        return images, labels
+
+    def new_skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of the unreadable files skipped since the last call (this process)."""
+        entries = read_skipped(self.skip_log, self._skipped_seen)
+        self._skipped_seen += len(entries)
+        return entries
 
 
 class SampleDataModule(ImageFolderDataModule):
@@ -168,9 +405,19 @@ class SampleDataModule(ImageFolderDataModule):
 
     def prepare_data(self) -> None:
         ensure_sample_dataset(self.root, **self.generation)
+        super().prepare_data()
 
     def class_names(self) -> list[str]:
-        return sample_class_names()
+        names = sample_class_names()
+        if self.num_classes == len(names):
+            return names
+        return super().class_names()
+
+
+def auto_workers(cpus: int, devices: int) -> int:
+    """DataLoader workers per device: the node's CPUs shared by its devices, one left for each
+    device's main process, at least 1 and at most 8 (more rarely pays and costs memory)."""
+    return max(1, min(8, cpus // max(1, devices) - 1))
 
 
 def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
@@ -186,21 +433,37 @@ def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
     return batch_size // (world * accumulate)
 
 
-class SeededImageFolder(ImageFolder):
-    """ImageFolder whose items are keyed by ``(index, sample_seed)`` (see ``SeededSampler``):
-    each image's random transforms draw from a private RNG seeded with its sample seed."""
-
-    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
-        index, seed = key if isinstance(key, tuple) else (key, key)
-        path, target = self.samples[index]
-        image = self.loader(path)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), target
+def _choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"data.{name}={value!r}: choose one of {list(choices)}.")
 
 
-def _image_folder(folder: Path, transform) -> ImageFolder:
-    try:
-        return SeededImageFolder(os.fspath(folder), transform=transform)
-    except FileNotFoundError as e:  # no class folders, or a class folder without images
-        raise DataError(f"{folder}: {e}. Expected {LAYOUT}.") from None
+def _only_classes(index: SplitIndex, classes: tuple[str, ...]) -> SplitIndex:
+    if classes == index.classes:
+        return index
+    wanted = np.isin(np.array(index.classes), np.array(classes))
+    return index.select(np.flatnonzero(wanted[index.targets]), classes)
+
+
+def _split_per_class(
+    index: SplitIndex, n: int, seed: int, at_most: bool = False
+) -> tuple[SplitIndex, SplitIndex]:
+    """(n images of each class chosen at random with ``seed``, the rest), both in index order.
+    A class with n or fewer images is an error, or with ``at_most`` goes wholly to the first."""
+    counts = index.counts()
+    if not at_most and counts.min() <= n:
+        poorest = index.classes[int(counts.argmin())]
+        raise ConfigError(
+            f"data.val_from_train={n}: class {poorest} has only {counts.min()} training images; "
+            "hold out fewer per class."
+        )
+    rng = np.random.default_rng(seed)
+    order = np.argsort(index.targets, kind="stable")  # positions grouped by class
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    chosen = [
+        rng.permutation(order[start : start + count])[:n]
+        for start, count in zip(starts, counts, strict=True)
+    ]
+    picked = np.zeros(len(index), dtype=bool)
+    picked[np.concatenate(chosen)] = True
+    return index.select(np.flatnonzero(picked)), index.select(np.flatnonzero(~picked))

@@ -20,10 +20,11 @@ from rich.table import Table
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from cnnzoo.data.images import skip_bad_collate
 from cnnzoo.data.transforms import CROPS, multi_crop_transform
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict
-from cnnzoo.module import ClassificationModule, topk_metrics
+from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
 from cnnzoo.tasks.runs import job_overrides, release_unused_claims
 from cnnzoo.tasks.train import build_module
@@ -114,11 +115,8 @@ def device() -> torch.device:
 
 @torch.no_grad()
 def predict_probabilities(module: ClassificationModule, views: Tensor) -> Tensor:
-    """Class probabilities of (N, V, 3, H, W) images: softmax of each view, averaged over the V
-    views (ten-crop, flip), as Krizhevsky et al. 2012 averaged their ten patches."""
-    n, v = views.shape[:2]
-    logits = module(views.flatten(0, 1)).float()
-    return logits.softmax(dim=1).view(n, v, -1).mean(dim=1)
+    """Class probabilities of (N, V, 3, H, W) images, averaged over the V views."""
+    return view_probabilities(module, views)
 
 
 @torch.no_grad()
@@ -157,7 +155,9 @@ def eval_loader(cfg: DictConfig, datamodule, crop: str, split: str) -> DataLoade
     dataset = datamodule.datasets[split]
     dataset.transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, crop)
     batch = max(1, cfg.data.batch_size // CROPS[crop])  # the same images per forward pass
-    return DataLoader(dataset, batch_size=batch, num_workers=cfg.data.num_workers)
+    return DataLoader(
+        dataset, batch_size=batch, num_workers=datamodule.workers(), collate_fn=skip_bad_collate
+    )
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:

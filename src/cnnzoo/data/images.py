@@ -1,0 +1,119 @@
+"""Reading images robustly, and the dataset over a ``SplitIndex``.
+
+Real ImageNet holds a PNG named ``.JPEG``, CMYK JPEGs and grayscale JPEGs: PIL opens each by its
+content, not its name, and ``convert("RGB")`` gives three channels. A truncated or unreadable
+file is an error naming the file, or, with ``on_bad_file="skip"``, is left out of its batch and
+recorded so the epoch's end can list it.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from cnnzoo.data.index import SplitIndex
+from cnnzoo.errors import ConfigError, DataError
+
+BAD_FILE_POLICIES = ("error", "skip")
+
+
+class BadImageError(DataError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def load_rgb(path: str) -> Image.Image:
+    """The image at ``path`` fully decoded, as RGB; ``BadImageError`` with the reason if not."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF data" and friends
+            with Image.open(path) as image:
+                return image.convert("RGB")  # decodes the whole file
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+
+
+class IndexedImages(Dataset):
+    """The images of a ``SplitIndex``, keyed by ``(index, sample_seed)`` (``SeededSampler``):
+    each image's random transforms draw from a private RNG seeded with its sample seed.
+
+    Args:
+        on_bad_file: ``"error"``: an unreadable file stops the run, naming the file;
+            ``"skip"``: the item is ``None`` (``skip_bad_collate`` drops it) and the file and
+            reason are appended to ``skip_log``.
+    """
+
+    def __init__(
+        self,
+        index: SplitIndex,
+        transform,
+        on_bad_file: str = "error",
+        skip_log: Path | None = None,
+    ) -> None:
+        if on_bad_file not in BAD_FILE_POLICIES:
+            raise ConfigError(
+                f"data.on_bad_file={on_bad_file!r}: choose one of {list(BAD_FILE_POLICIES)}."
+            )
+        if on_bad_file == "skip" and skip_log is None:
+            raise ValueError("on_bad_file='skip' needs a skip_log file")
+        self.index, self.transform = index, transform
+        self.on_bad_file, self.skip_log = on_bad_file, skip_log
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.index.classes
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int] | None:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        path = self.index.path(index)
+        try:
+            image = load_rgb(path)
+        except BadImageError as e:
+            if self.on_bad_file == "error":
+                raise DataError(
+                    f"cannot read image {e.path} ({e.reason}). List every unreadable file with "
+                    f"`python -m cnnzoo.data.verify {self.index.folder}`, or set "
+                    "data.on_bad_file=skip to leave such files out (they are listed at the end "
+                    "of each epoch)."
+                ) from None
+            record_skipped(self.skip_log, e.path, e.reason)
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), int(self.index.targets[index])
+
+
+def skip_bad_collate(items: list):
+    """``default_collate`` of the items that are not ``None`` (skipped unreadable files)."""
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise DataError(
+            f"all {len(items)} images of a batch were unreadable; see the skipped files listed "
+            "by `python -m cnnzoo.data.verify ROOT`."
+        )
+    return default_collate(kept)
+
+
+def record_skipped(log: Path, path: str, reason: str) -> None:
+    """Append one line; O_APPEND keeps lines from several DataLoader workers whole."""
+    line = f"{path}\t{' '.join(reason.split())}\n".encode()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_skipped(log: Path | None, seen: int = 0) -> list[tuple[str, str]]:
+    """(path, reason) of the files skipped so far, after the first ``seen``."""
+    if log is None or not log.is_file():
+        return []
+    lines = log.read_text().splitlines()[seen:]
+    return [tuple(line.split("\t", 1)) for line in lines]

@@ -1,0 +1,189 @@
+"""A compact, cached file index of one split of an ImageNet-layout tree: ``SPLIT/<class>/<file>``.
+
+Listing 1.28M files takes minutes on a network file system, so the list is built once and kept
+in a cache file; a later start checks the tree's fingerprint (the modification times of the
+split folder and of every class folder: adding, removing or renaming a file changes its
+folder's) and reuses the list when nothing changed, with about a thousand ``stat`` calls
+instead of a walk.
+
+The list is stored as numpy arrays (one byte buffer of relative paths, their offsets, int32
+targets), not as a Python list of ``(path, target)`` tuples: DataLoader workers forked from the
+main process share these pages, whereas reading a Python object writes its reference count and
+so copies the page, growing every worker by the whole list over an epoch.
+
+File order and class order are torchvision's ``ImageFolder``'s (classes: sorted folder names;
+files: ``sorted(os.walk(...))`` then sorted names), so class indices and sample indices agree
+with it; folders and files whose names start with a dot are left out.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+FORMAT = 1  # bump when the cache file's layout changes
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """The images of one split: ``path(i)`` and ``targets[i]`` for i < len."""
+
+    folder: str
+    classes: tuple[str, ...]
+    targets: np.ndarray  # int32, class index of each file
+    blob: np.ndarray  # uint8, the UTF-8 relative paths ("<class>/<file>") back to back
+    offsets: np.ndarray  # int64, len + 1: path i is blob[offsets[i]:offsets[i + 1]]
+    other_files: int = 0  # files that are not images (by extension), not indexed
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def relpath(self, i: int) -> str:
+        return self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+
+    def path(self, i: int) -> str:
+        return os.path.join(self.folder, self.relpath(i))
+
+    def counts(self) -> np.ndarray:
+        """Images per class, by class index."""
+        return np.bincount(self.targets, minlength=len(self.classes))
+
+    def select(self, indices: np.ndarray, classes: tuple[str, ...] | None = None) -> "SplitIndex":
+        """The entries ``indices`` (in that order); with ``classes``, targets are renumbered to
+        positions in that tuple (which must hold the class of every selected entry)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, lengths = self.offsets[indices], np.diff(self.offsets)[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        targets = self.targets[indices]
+        if classes is not None:
+            position = {name: i for i, name in enumerate(classes)}
+            remap = np.array([position.get(name, -1) for name in self.classes], dtype=np.int32)
+            targets = remap[targets]
+            assert (targets >= 0).all(), "select(): a class outside `classes` was selected"
+        return SplitIndex(
+            self.folder,
+            tuple(classes) if classes is not None else self.classes,
+            targets,
+            self.blob[gather],
+            offsets,
+            self.other_files,
+        )
+
+
+def scan(folder: Path) -> SplitIndex:
+    """Walk ``folder`` (one split) and index its images, in ImageFolder's order."""
+    classes = sorted(
+        e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
+    )
+    paths: list[bytes] = []
+    targets: list[int] = []
+    other = 0
+    for target, name in enumerate(classes):
+        for root, dirs, names in sorted(os.walk(folder / name, followlinks=True)):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(root, folder)
+            for file in sorted(names):
+                if file.startswith("."):
+                    continue
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
+                    other += 1
+                    continue
+                paths.append(os.path.join(rel, file).encode())
+                targets.append(target)
+    lengths = np.fromiter(map(len, paths), dtype=np.int64, count=len(paths))
+    offsets = np.zeros(len(paths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    blob = np.frombuffer(b"".join(paths), dtype=np.uint8).copy()
+    return SplitIndex(
+        str(folder), tuple(classes), np.array(targets, dtype=np.int32), blob, offsets, other
+    )
+
+
+def fingerprint(folder: Path, classes: tuple[str, ...] | None = None) -> dict:
+    """What changes when the split changes: its own and each class folder's mtime."""
+    if classes is None:
+        classes = tuple(
+            sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+        )
+    return {
+        "format": FORMAT,
+        "folder": str(folder),
+        "mtime_ns": folder.stat().st_mtime_ns,
+        "classes": list(classes),
+        "class_mtime_ns": [(folder / c).stat().st_mtime_ns for c in classes],
+    }
+
+
+def cache_file(folder: Path, cache_dir: Path) -> Path:
+    key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
+    return cache_dir / f"{folder.name}-{key}.npz"
+
+
+def load_index(folder: Path, cache_dir: Path | None, rebuild: bool = False) -> SplitIndex:
+    """The index of ``folder``: from the cache when its fingerprint still matches, else a
+    fresh walk (saved to ``cache_dir`` when given and writable)."""
+    folder = Path(folder).absolute()
+    if cache_dir is None:
+        return scan(folder)
+    path = cache_file(folder, Path(cache_dir))
+    if not rebuild and path.is_file():
+        cached = _read(path)
+        if cached is not None:
+            meta, index = cached
+            try:
+                current = fingerprint(folder, index.classes)
+            except FileNotFoundError:  # a class folder went away
+                current = None
+            if current == meta:
+                return index
+            log.info("%s changed since it was indexed: indexing it again", folder)
+    index = scan(folder)
+    _write(path, index, fingerprint(folder, index.classes))
+    return index
+
+
+def _read(path: Path) -> tuple[dict, SplitIndex] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode())
+            index = SplitIndex(
+                meta["folder"],
+                tuple(meta["classes"]),
+                data["targets"],
+                data["blob"],
+                data["offsets"],
+                int(meta.get("other_files", 0)),
+            )
+        meta.pop("other_files", None)
+        return meta, index
+    except Exception as e:  # an unreadable cache file is rebuilt, never fatal
+        log.warning("ignoring the unreadable index cache %s (%s)", path, e)
+        return None
+
+
+def _write(path: Path, index: SplitIndex, meta: dict) -> None:
+    header = json.dumps(meta | {"other_files": index.other_files}).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                meta=np.frombuffer(header, dtype=np.uint8),
+                targets=index.targets,
+                blob=index.blob,
+                offsets=index.offsets,
+            )
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only cache folder
+        log.warning("could not save the file index to %s (%s); the next start walks again", path, e)
+        tmp.unlink(missing_ok=True)

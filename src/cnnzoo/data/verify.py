@@ -1,0 +1,78 @@
+"""List the unreadable images of a tree: ``python -m cnnzoo.data.verify ROOT [--workers N]``.
+
+Every image file below ROOT (by extension) is fully decoded, in parallel worker processes, with a
+progress bar on stderr. Unreadable files go to stdout, one ``PATH<TAB>REASON`` line each, sorted;
+the exit status is 1 when there are any, so ``verify ROOT > bad.txt`` makes a list to act on.
+"""
+
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from cnnzoo.data.images import BadImageError, load_rgb
+from cnnzoo.data.index import IMAGE_EXTENSIONS
+
+
+def image_files(root: Path) -> list[str]:
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(folder, n)
+            for n in names
+            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+        ]
+    return sorted(found)
+
+
+def check(paths: list[str]) -> list[tuple[str, str]]:
+    """(path, reason) of the files in ``paths`` that do not decode."""
+    bad = []
+    for path in paths:
+        try:
+            load_rgb(path)
+        except BadImageError as e:
+            bad.append((path, e.reason))
+    return bad
+
+
+def verify(root: Path, workers: int, chunk: int = 256) -> tuple[int, list[tuple[str, str]]]:
+    """(images checked, unreadable (path, reason) sorted by path)."""
+    files = image_files(root)
+    chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
+    bad: list[tuple[str, str]] = []
+    with Progress(console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(f"verifying {root}", total=len(files))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for paths, result in zip(chunks, pool.map(check, chunks), strict=True):
+                bad += result
+                progress.advance(task, len(paths))
+    return len(files), sorted(bad)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnzoo.data.verify", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("root", type=Path, help="a folder tree of images (e.g. IMAGENET_ROOT)")
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (all CPUs)"
+    )
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"error: {args.root} is not a folder", file=sys.stderr)
+        return 2
+    total, bad = verify(args.root, max(1, args.workers))
+    for path, reason in bad:
+        print(f"{path}\t{reason}")
+    print(f"{total} images checked, {len(bad)} unreadable", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

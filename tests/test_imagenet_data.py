@@ -1,0 +1,489 @@
+"""The ImageNet DataModule on small fake ImageNet trees: preparing the official archives, the
+file index and its cache, tree checks, class names and subsets, odd and broken files, held-out
+val, recipes, on-device normalisation, mixup, multi-view eval, CIFAR."""
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+import cnnzoo.data.index as index_module
+from cnnzoo.data import CIFARDataModule, ImageFolderDataModule
+from cnnzoo.data.classes import imagenet_class_names, imagenet_wnids
+from cnnzoo.data.datamodule import auto_workers
+from cnnzoo.data.images import skip_bad_collate
+from cnnzoo.data.index import load_index, scan
+from cnnzoo.data.prepare_imagenet import main as prepare_main
+from cnnzoo.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Lighting,
+    normalize_batch,
+    train_transform,
+)
+from cnnzoo.data.verify import main as verify_main
+from cnnzoo.errors import ConfigError, DataError
+
+WNIDS = imagenet_wnids()[:6:2]  # three real wnids: n01440764 tench, n01484850, n01494475
+
+
+def jpeg_bytes(seed: int, size=(14, 10), mode="RGB", fmt="JPEG") -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_tree(root: Path, wnids=WNIDS, train=5, val=3) -> Path:
+    for split, n in (("train", train), ("val", val)):
+        for c, wnid in enumerate(wnids):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                (folder / f"{wnid}_{i}.JPEG").write_bytes(jpeg_bytes(100 * c + i))
+    return root
+
+
+def datamodule(root, **kwargs) -> ImageFolderDataModule:
+    options = {"num_classes": 3, "batch_size": 4, "num_workers": 0, "image_size": 8}
+    return ImageFolderDataModule(str(root), **(options | {"eval_resize": 10} | kwargs))
+
+
+# -- prepare_imagenet -------------------------------------------------------------------------
+
+
+def add_to_tar(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def fake_devkit(path: Path, val_wnids: list[str]) -> None:
+    """A devkit whose meta.mat numbers the classes in another order than sorted, with a
+    WordNet ancestor (num_children > 0) that must be ignored."""
+    from scipy.io import savemat
+
+    ids = {wnid: i for i, wnid in enumerate(reversed(WNIDS), start=1)}
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+    rows = [(i, w, f"words of {w}", 0) for w, i in ids.items()] + [(1001, "n00000001", "x", 3)]
+    synsets = np.array(rows, dtype=fields)
+    meta = io.BytesIO()
+    savemat(meta, {"synsets": synsets})
+    truth = "".join(f"{ids[w]}\n" for w in val_wnids).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
+        add_to_tar(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth)
+
+
+@pytest.fixture
+def downloads(tmp_path) -> tuple[Path, list[str]]:
+    """The three official archives for WNIDS: 4 train images per class, 6 val images."""
+    src = tmp_path / "downloads"
+    src.mkdir()
+    with tarfile.open(src / "ILSVRC2012_img_train.tar", "w") as outer:
+        for c, wnid in enumerate(WNIDS):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as tar:
+                for i in range(4):
+                    add_to_tar(tar, f"{wnid}_{i}.JPEG", jpeg_bytes(10 * c + i))
+            add_to_tar(outer, f"{wnid}.tar", inner.getvalue())
+    val_wnids = [WNIDS[i % 3] for i in (2, 0, 1, 1, 0, 2)]
+    with tarfile.open(src / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i in range(1, 7):
+            add_to_tar(tar, f"ILSVRC2012_val_{i:08d}.JPEG", jpeg_bytes(1000 + i))
+    fake_devkit(src / "ILSVRC2012_devkit_t12.tar.gz", val_wnids)
+    return src, val_wnids
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(folder)): (hashlib.md5(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_prepare_official_archives_resumes_and_leaves_sources_alone(downloads, tmp_path, capsys):
+    src, val_wnids = downloads
+    before = snapshot(src)
+    dst = tmp_path / "imagenet"
+    assert prepare_main(["--src", str(src), "--dst", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 3 classes, 12 images" in out and "val: 3 classes, 6 images" in out
+    assert "ILSVRC-2012: 1,000 and 1,281,167" in out  # said, since this tree is not the whole
+    for c, wnid in enumerate(WNIDS):
+        files = sorted(p.name for p in (dst / "train" / wnid).iterdir())
+        assert files == [f"{wnid}_{i}.JPEG" for i in range(4)]
+        assert (dst / "train" / wnid / f"{wnid}_1.JPEG").read_bytes() == jpeg_bytes(10 * c + 1)
+    for i, wnid in enumerate(val_wnids, start=1):  # the devkit's IDs mapped through meta.mat
+        assert (dst / "val" / wnid / f"ILSVRC2012_val_{i:08d}.JPEG").read_bytes() == jpeg_bytes(
+            1000 + i
+        )
+    # Interrupted: one class half done (our hidden folder), one class and one val image absent.
+    tree = snapshot(dst)
+    (dst / "train" / WNIDS[1]).rename(dst / "train" / f".partial-{WNIDS[1]}")
+    (dst / "train" / f".partial-{WNIDS[1]}" / f"{WNIDS[1]}_0.JPEG").unlink()
+    (dst / "val" / val_wnids[0] / "ILSVRC2012_val_00000001.JPEG").unlink()
+    assert prepare_main(["--src", str(src), "--dst", str(dst)]) == 0
+    assert snapshot(dst).keys() == tree.keys()
+    assert not list(dst.rglob(".partial*"))
+    assert snapshot(src) == before  # sources unchanged, bytes and times
+
+
+def test_prepare_kaggle_layout_links_and_reads_the_csv(tmp_path, capsys):
+    src = make_tree(tmp_path / "kaggle" / "ILSVRC" / "Data" / "CLS-LOC", train=2, val=0)
+    src = tmp_path / "kaggle"
+    val = src / "ILSVRC/Data/CLS-LOC/val"
+    for w in WNIDS:
+        (val / w).rmdir()
+    rows = ["ImageId,PredictionString"]
+    for i, wnid in enumerate(WNIDS):
+        (val / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(jpeg_bytes(i))
+        rows.append(f"ILSVRC2012_val_{i:08d},{wnid} 1 2 3 4 {wnid} 5 6 7 8")
+    (src / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    dst = tmp_path / "root"
+    assert prepare_main(["--src", str(src), "--dst", str(dst)]) == 0
+    assert (dst / "train" / WNIDS[0]).is_symlink()
+    assert (dst / "val" / WNIDS[2] / "ILSVRC2012_val_00000002.JPEG").read_bytes() == jpeg_bytes(2)
+    dm = datamodule(dst)
+    dm.setup()
+    assert len(dm.datasets["train"]) == 6 and len(dm.datasets["val"]) == 3
+
+
+def test_prepare_names_what_is_missing(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "ILSVRC2012_img_val.tar").write_bytes(b"")
+    assert prepare_main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "ILSVRC2012_img_train.tar" in err and "devkit" in err
+    assert "found: ['ILSVRC2012_img_val.tar']" in err
+
+
+# -- the index and its cache ------------------------------------------------------------------
+
+
+def test_index_matches_imagefolder_and_is_compact(tmp_path):
+    root = make_tree(tmp_path / "t")
+    (root / "train" / WNIDS[0] / "notes.txt").write_text("not an image")
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    index = scan(root / "train")
+    reference = ImageFolder(str(root / "train"), allow_empty=True)
+    reference.classes.remove(".ipynb_checkpoints")  # torchvision counts hidden folders
+    assert index.classes == tuple(reference.classes)
+    assert [(index.path(i), int(index.targets[i])) for i in range(len(index))] == [
+        (p, t - 1)
+        for p, t in reference.samples  # its hidden class 0 shifted the others
+    ]
+    assert index.other_files == 1
+    assert isinstance(index.targets, np.ndarray) and isinstance(index.blob, np.ndarray)
+
+
+def test_cached_index_is_reused_without_a_walk_and_rebuilt_on_change(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "t")
+    cache = tmp_path / "cache"
+    first = load_index(root / "train", cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def no_walk(folder):
+        raise AssertionError(f"walked {folder}")
+
+    monkeypatch.setattr(index_module, "scan", no_walk)
+    again = load_index(root / "train", cache)  # no walk: scan would raise
+    assert [again.path(i) for i in range(len(again))] == [first.path(i) for i in range(15)]
+    monkeypatch.undo()
+    (root / "train" / WNIDS[1] / "new.JPEG").write_bytes(jpeg_bytes(7))
+    changed = load_index(root / "train", cache)
+    assert len(changed) == 16 and changed.counts().tolist() == [5, 6, 5]
+    next(cache.glob("*.npz")).write_bytes(b"garbage")  # a corrupt cache is rebuilt, not fatal
+    assert len(load_index(root / "train", cache)) == 16
+
+
+def test_prepare_data_fills_the_cache_that_setup_reads(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "t")
+    dm = datamodule(root, index_cache=str(tmp_path / "cache"))
+    dm.prepare_data()  # rank zero of each node
+    monkeypatch.setattr(index_module, "scan", lambda folder: pytest.fail(f"walked {folder}"))
+    other_rank = datamodule(root, index_cache=str(tmp_path / "cache"))
+    other_rank.setup()
+    assert len(other_rank.datasets["train"]) == 15
+
+
+# -- tree checks, class names, subsets --------------------------------------------------------
+
+
+def test_tree_problems_are_named(tmp_path):
+    root = make_tree(tmp_path / "t")
+    (root / "train" / "holiday_photos").mkdir()
+    (root / "train" / "holiday_photos" / "a.jpg").write_bytes(jpeg_bytes(0))
+    with pytest.raises(DataError, match=r"not ILSVRC-2012 wnids: \['holiday_photos'\]"):
+        datamodule(root, wnids="imagenet").setup()
+    datamodule(root, wnids=None, num_classes=4)  # any names with data=imagefolder ...
+    with pytest.raises(DataError, match="different class folders.*holiday_photos"):
+        datamodule(root, wnids=None, num_classes=4).setup()  # ... but both splits alike
+    (root / "train" / "holiday_photos" / "a.jpg").unlink()
+    with pytest.raises(DataError, match=r"1 class folders without images, e.g. \['holiday_photos"):
+        datamodule(root).setup()
+
+
+def test_partial_imagenet_tree_names_missing_wnids(tmp_path):
+    root = make_tree(tmp_path / "t")
+    with pytest.raises(DataError, match=r"has 3 class folders but data.num_classes=1000 \(a "
+                       r"partial tree: missing 997, e.g. \['n01443537'"):  # fmt: skip
+        datamodule(root, num_classes=1000, wnids="imagenet").setup()
+
+
+def test_class_names_come_from_the_wnids(tmp_path):
+    full = datamodule(None, num_classes=1000, wnids="imagenet")
+    assert full.class_names()[281] == "tabby"  # no tree needed for the 1000 names
+    assert len(full.class_names()) == 1000 and full.class_names() == list(imagenet_class_names())
+    root = make_tree(tmp_path / "t")
+    assert datamodule(root).class_names() == [
+        "tench",
+        "great white shark",
+        "hammerhead",
+    ]  # imagenet_wnids()[0], [2], [4]
+    other = make_tree(tmp_path / "o", wnids=("daisy", "rose", "tulip"))
+    assert datamodule(other).class_names() == ["daisy", "rose", "tulip"]
+
+
+def test_class_subset_is_every_kth_class(tmp_path):
+    wnids = imagenet_wnids()[:6]
+    root = make_tree(tmp_path / "t", wnids=wnids, train=2, val=1)
+    dm = datamodule(root, num_classes=3)
+    dm.setup()
+    train = dm.datasets["train"]
+    assert train.classes == wnids[::2]
+    assert sorted(set(train.index.targets.tolist())) == [0, 1, 2]
+    assert all(Path(train.index.path(i)).parent.name in wnids[::2] for i in range(len(train)))
+    with pytest.raises(DataError, match="num_classes=4 with 6 class folders.*must divide 6"):
+        datamodule(root, num_classes=4).setup()
+
+
+def test_val_from_train_and_samples_per_class(tmp_path):
+    root = make_tree(tmp_path / "t", train=6, val=3)
+    dm = datamodule(root, val_from_train=2, samples_per_class=3)
+    dm.setup()
+    train, val, test = (dm.datasets[s] for s in ("train", "val", "test"))
+    files = {s: {d.index.path(i) for i in range(len(d))} for s, d in dm.datasets.items()}
+    assert train.index.counts().tolist() == [3, 3, 3]
+    assert val.index.counts().tolist() == [2, 2, 2]
+    assert all(Path(p).parts[-3] == "train" for p in files["val"])  # held out from train
+    assert not files["val"] & files["train"]
+    assert test.index.counts().tolist() == [3, 3, 3] and test is not val  # official val
+    again = datamodule(root, val_from_train=2, samples_per_class=3)
+    again.setup()
+    assert {again.datasets["val"].index.path(i) for i in range(6)} == files["val"]
+    with pytest.raises(ConfigError, match="val_from_train=6: class n01440764 has only 6"):
+        datamodule(root, val_from_train=6).setup()
+
+
+# -- odd and broken files ---------------------------------------------------------------------
+
+
+def broken_tree(tmp_path) -> tuple[Path, list[Path]]:
+    root = make_tree(tmp_path / "t", train=4, val=2)
+    truncated = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"
+    truncated.write_bytes(jpeg_bytes(5, size=(64, 48))[:300])
+    text = root / "val" / WNIDS[0] / f"{WNIDS[0]}_1.JPEG"
+    text.write_text("<html>404 not found</html>")
+    (root / "train" / WNIDS[2] / "cmyk.JPEG").write_bytes(jpeg_bytes(3, mode="CMYK"))
+    (root / "train" / WNIDS[2] / "gray.JPEG").write_bytes(jpeg_bytes(4, mode="L"))
+    (root / "train" / WNIDS[2] / "png.JPEG").write_bytes(jpeg_bytes(6, fmt="PNG"))
+    return root, [truncated, text]
+
+
+def test_bad_file_fails_naming_it_by_default(tmp_path):
+    root, (truncated, _) = broken_tree(tmp_path)
+    dm = datamodule(root)
+    dm.setup()
+    train = dm.datasets["train"]
+    position = next(i for i in range(len(train)) if train.index.path(i) == str(truncated))
+    with pytest.raises(DataError, match=f"cannot read image {truncated}.*on_bad_file=skip"):
+        train[position]
+    for i in range(len(train)):  # the CMYK, grayscale and PNG-named-.JPEG files decode to RGB
+        if i != position:
+            assert train[i][0].shape == (3, 8, 8)
+
+
+def test_skip_policy_drops_and_lists_bad_files(tmp_path, caplog):
+    from cnnzoo.callbacks import BadFileReport
+
+    root, bad = broken_tree(tmp_path)
+    dm = datamodule(root, on_bad_file="skip", batch_size=len(WNIDS) * 7)
+    dm.setup()
+    train = dm.datasets["train"]
+    items = [train[i] for i in range(len(train))]
+    assert sum(item is None for item in items) == 1
+    images, labels = skip_bad_collate(items)
+    assert len(images) == len(items) - 1 == len(labels)
+    dm.datasets["val"][1]  # the text file named .JPEG
+    report, trainer = BadFileReport(), type("T", (), {"datamodule": dm, "current_epoch": 0})()
+    report.on_train_epoch_end(trainer, None)
+    assert [path for path, _ in report.skipped] == [str(p) for p in bad]
+    assert str(bad[0]) in caplog.text and "skipped 2 unreadable" in caplog.text
+    with pytest.raises(DataError, match="all 1 images of a batch were unreadable"):
+        skip_bad_collate([None])
+
+
+def test_verify_lists_unreadable_files(tmp_path, capsys):
+    root, bad = broken_tree(tmp_path)
+    assert verify_main([str(root), "--workers", "2"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == sorted(str(p) for p in bad)
+    reasons = " ".join(lines).lower()
+    assert "truncated" in reasons and "cannot identify image file" in reasons
+    assert f"{3 * 6 + 3} images checked, 2 unreadable" in err
+    assert verify_main([str(make_tree(tmp_path / "good"))]) == 0
+
+
+# -- transforms, on-device normalisation, mixup, multi-view eval ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "size"),
+    [({"crop": "alexnet", "resize": 12}, 8), ({"crop": "vgg", "scale_jitter": (9, 16)}, 8)],
+)
+def test_paper_crops_give_the_crop_size(options, size):
+    image = Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8))
+    assert train_transform(size, **options)(image).shape == (3, size, size)
+
+
+def test_vgg_scale_jitter_draws_the_short_side_in_range():
+    transform = train_transform(8, crop="vgg", scale_jitter=(9, 16), hflip=False)
+    rescale = transform.transforms[0]  # the step before the random crop
+    image = Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    shorts = {min(rescale(image).size) for _ in range(40)}
+    assert shorts <= set(range(9, 17)) and len(shorts) > 4
+
+
+def test_lighting_shifts_each_channel_along_the_pca_axes():
+    from cnnzoo.data.transforms import PCA_EIGVAL, PCA_EIGVEC
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 4, 4)
+    shifted = Lighting(0.1)(image)
+    torch.manual_seed(0)
+    torch.rand(3, 4, 4)
+    alpha = torch.randn(3) * 0.1  # the draw Lighting made
+    shift = torch.tensor(PCA_EIGVEC) @ (alpha * torch.tensor(PCA_EIGVAL))
+    assert shift.abs().max() > 1e-3
+    assert torch.allclose(shifted - image, shift.view(3, 1, 1).expand(3, 4, 4), atol=1e-6)
+
+
+def test_uint8_batches_are_normalised_on_the_device(tmp_path):
+    root = make_tree(tmp_path / "t")
+    on_cpu, on_device = datamodule(root), datamodule(root, normalize_on_device=True)
+    for dm in (on_cpu, on_device):
+        dm.setup()
+    raw = next(iter(on_device.val_dataloader()))
+    assert raw[0].dtype == torch.uint8
+    images, labels = on_device.on_after_batch_transfer(raw, 0)
+    expected = next(iter(on_cpu.val_dataloader()))
+    assert torch.allclose(images, expected[0], atol=1e-5) and torch.equal(labels, expected[1])
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    white = normalize_batch(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8))
+    assert torch.allclose(white.flatten(), (1 - mean) / std)
+
+
+def test_mixup_gives_soft_targets_the_module_trains_on(tmp_path):
+    from cnnzoo.module import ClassificationModule
+
+    root = make_tree(tmp_path / "t")
+    dm = datamodule(root, mixup_alpha=0.2, cutmix_alpha=1.0)
+    dm.setup()
+    batch, val_batch = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+    dm.trainer = type("T", (), {"training": True})()  # what the hook asks of the trainer
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert labels.shape == (4, 3) and torch.allclose(labels.sum(1), torch.ones(4))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    module = ClassificationModule(net, optimizer=torch.optim.SGD, num_classes=3)
+    module.log = lambda *args, **kwargs: None
+    loss = module.training_step((images, labels), 0)
+    expected = -(labels * net(images).log_softmax(1)).sum(1).mean()
+    assert torch.allclose(loss, expected)
+    dm.trainer.training = False  # never on val/test batches
+    assert torch.equal(dm.on_after_batch_transfer(val_batch, 0)[1], val_batch[1])
+
+
+def test_ten_crop_val_batches_are_averaged_by_the_module(tmp_path):
+    from cnnzoo.module import ClassificationModule
+
+    root = make_tree(tmp_path / "t")
+    dm = datamodule(root, eval_crop="ten", batch_size=20)
+    dm.setup()
+    views, labels = next(iter(dm.val_dataloader()))
+    assert views.shape == (2, 10, 3, 8, 8)  # 20 images per pass / 10 views
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    module = ClassificationModule(net, optimizer=torch.optim.SGD, num_classes=3)
+    module.log = lambda *args, **kwargs: None
+    module.validation_step((views, labels), 0)
+    expected = net(views.flatten(0, 1)).softmax(1).view(2, 10, 3).mean(1)
+    hits = (expected.argmax(1) == labels).float().mean()
+    assert module.val_metrics["acc_top1"].compute() == pytest.approx(hits.item())
+
+
+def test_bad_options_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="train_crop='random'"):
+        datamodule(tmp_path, train_crop="random")
+    with pytest.raises(ConfigError, match="auto_augment 'autoaug'"):
+        datamodule(tmp_path, auto_augment="autoaug")
+    with pytest.raises(ConfigError, match="on_bad_file='ignore'"):
+        datamodule(tmp_path, on_bad_file="ignore")
+
+
+def test_auto_workers_share_the_cpus_among_devices():
+    assert auto_workers(cpus=2, devices=1) == 1
+    assert auto_workers(cpus=16, devices=1) == 8
+    assert auto_workers(cpus=64, devices=8) == 7
+    assert auto_workers(cpus=8, devices=8) == 1
+
+
+# -- CIFAR ------------------------------------------------------------------------------------
+
+
+def fake_cifar10(root: Path) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+            "labels": [0, 1, 2, 3],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    names = [f"class{i}" for i in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+
+
+def test_cifar_reads_local_files_and_explains_offline(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    empty = CIFARDataModule(str(tmp_path / "none"), batch_size=4, num_workers=0)
+    with pytest.raises(DataError, match="cifar10 is not in .*put cifar-10-python.tar.gz"):
+        empty.prepare_data()
+    fake_cifar10(tmp_path / "c")
+    dm = CIFARDataModule(str(tmp_path / "c"), batch_size=4, num_workers=0, val_from_train=1)
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["train"]) == 16 and len(dm.datasets["val"]) == 4
+    assert len(dm.datasets["test"]) == 4 and dm.class_names()[3] == "class3"
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert set(labels.tolist()) <= {0, 1, 2, 3}
