@@ -28,3 +28,41 @@ class PoisonWeights(pl.Callback):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class BatchRecorder(pl.Callback):
+    """Records what each stage's steps receive (after the device-transfer hooks): images seen,
+    image shapes and dtypes, whether labels were class indices or probabilities; written as
+    JSON to ``path`` at the end of testing."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seen = path, {}
+
+    def _record(self, trainer, stage: str, batch) -> None:
+        if trainer.sanity_checking:
+            return
+        images, labels = batch
+        entry = self.seen.setdefault(stage, {"images": 0, "shapes": [], "dtypes": [], "soft": []})
+        entry["images"] += len(images)
+        for key, value in (
+            ("shapes", list(images.shape[1:])),
+            ("dtypes", str(images.dtype)),
+            ("soft", labels.is_floating_point()),
+        ):
+            if value not in entry[key]:
+                entry[key].append(value)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(trainer, "train", batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._record(trainer, "val", batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._record(trainer, "test", batch)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        import json
+
+        with open(self.path, "w") as f:
+            json.dump(self.seen, f)

@@ -487,3 +487,29 @@ def test_cifar_reads_local_files_and_explains_offline(tmp_path, monkeypatch):
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
     assert set(labels.tolist()) <= {0, 1, 2, 3}
+
+
+def test_data_options_reach_the_training_steps(cache_dir, tmp_path, offline_env):
+    """One real run: held-out val, flip views for val/test, uint8 batches normalised by the
+    DataModule's hook, mixup'd soft targets in training only."""
+    import json
+
+    from conftest import compose_train, tiny_overrides
+
+    from cnnzoo.tasks.train import train
+
+    record = tmp_path / "batches.json"
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=csv",
+                 "data.val_from_train=2", "data.eval_crop=flip", "data.normalize_on_device=true",
+                 "data.mixup_alpha=0.4", "trainer.limit_train_batches=2",
+                 "+callbacks.record._target_=probes.BatchRecorder",
+                 f"+callbacks.record.path={record}"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    seen = json.loads(record.read_text())
+    assert seen["train"] == {"images": 16, "shapes": [[3, 32, 32]], "dtypes": ["torch.float32"],
+                             "soft": [True]}  # fmt: skip
+    assert seen["val"]["images"] == 2 * 10  # 2 held out per class, scored once per epoch
+    assert seen["test"]["images"] == 4 * 10  # the official val split, untouched by training
+    for stage in ("val", "test"):
+        assert seen[stage]["shapes"] == [[2, 3, 32, 32]] and seen[stage]["soft"] == [False]
+        assert seen[stage]["dtypes"] == ["torch.float32"]  # uint8 in the loader (hook test)
