@@ -3,11 +3,13 @@
 ``python train.py resume=outputs/train/<run>`` continues a run from its last checkpoint.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from cnnzoo.tasks.runs import main_argv
-from cnnzoo.tasks.train import train
+from cnnzoo.tasks.train import sweep_exit_status, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -18,3 +20,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     main_argv()
     main()
+    sys.exit(sweep_exit_status())

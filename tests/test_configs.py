@@ -85,6 +85,8 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "Throughput",
         "ResumeState",
         "BadFileReport",
+        "MetricHistory",
+        "PredictionGrid",
     }
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 

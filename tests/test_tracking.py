@@ -35,3 +35,31 @@ def test_forced_online_without_credentials_goes_offline_instead_of_prompting(
 ):
     monkeypatch.setenv("WANDB_MODE", "online")
     assert wandb_mode() == "offline"
+
+
+def test_unreachable_server_falls_back_to_an_offline_run(
+    offline_env, monkeypatch, tmp_path, caplog
+):
+    import wandb
+
+    from cnnzoo.tracking import wandb_logger
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # credentials: the logger goes online ...
+    real_init, modes = wandb.init, []
+
+    def init(**kwargs):  # ... and the server cannot be reached
+        modes.append(kwargs.get("mode"))
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.CommError("Network error (ConnectionError), entering retry loop.")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    logger = wandb_logger(save_dir=str(tmp_path), project="p")
+    try:
+        run = logger.experiment
+        run.log({"x": 1.0})
+        assert modes == ["online", "offline"] and run.offline
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
+        assert "could not start the online run (CommError" in caplog.text
+    finally:
+        wandb.finish()

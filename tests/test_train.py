@@ -194,3 +194,24 @@ def test_runs_record_size_cost_and_code_version(cache_dir, tmp_path, offline_env
         if commit.returncode == 0:  # a git checkout (CI's clean clone is one)
             assert record["git"]["commit"] == commit.stdout.strip()
             assert isinstance(record["git"]["dirty"], bool)
+
+
+def test_prediction_grid_with_csv_and_tensorboard_together(cache_dir, tmp_path, offline_env):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    grid = "{_target_:cnnzoo.callbacks.PredictionGrid,images:6,times:2,columns:3}"
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=[csv,tensorboard]",
+                 f"callbacks.prediction_grid={grid}", "trainer.max_epochs=3",
+                 "trainer.limit_train_batches=1"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    pngs = sorted((tmp_path / "predictions").glob("*.png"))
+    assert [p.name for p in pngs] == ["epoch_000.png", "epoch_002.png"]  # first and last
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(pngs[-1]) as image:  # 2 rows x 3 columns of panels, not an empty canvas
+        pixels = np.asarray(image.convert("L"))
+        assert image.size[0] > 600 and len(np.unique(pixels)) > 50
+    assert "val/acc_top1" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    tags = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()
+    assert "val/acc_top1" in tags["scalars"] and "val/predictions" in tags["images"]

@@ -47,9 +47,32 @@ def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> Wa
     if mode == "offline" and not wandb_credentials_present():
         log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`), logging offline.")
     settings = {"silent": True}
-    return WandbLogger(
+    return FallbackWandbLogger(
         save_dir=save_dir, project=project, mode=mode, settings=settings, **init_kwargs
     )
+
+
+class FallbackWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose online run, when ``wandb.init`` fails (no network, the server
+    down, a rejected key), becomes an offline run in the run folder with a warning, instead of
+    ending the training run. Upload it later with ``wandb sync``."""
+
+    @property
+    def experiment(self):
+        start = WandbLogger.experiment.fget  # Lightning's: rank zero creates, others get a dummy
+        if self._experiment is None and self._wandb_init.get("mode") == "online":
+            try:
+                return start(self)
+            except Exception as e:  # wandb's CommError, UsageError, timeouts, ...
+                log.warning(
+                    "W&B: could not start the online run (%s: %s); logging offline into the run "
+                    "folder instead (upload later with `wandb sync`).",
+                    type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "",
+                )
+                self._wandb_init["mode"] = "offline"
+                os.environ["WANDB_MODE"] = "offline"  # this process only
+        return start(self)
 
 
 def existing_run_id(save_dir: str) -> str | None:

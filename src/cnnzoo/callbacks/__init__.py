@@ -2,6 +2,8 @@
 
 from cnnzoo.callbacks.bad_files import BadFileReport
 from cnnzoo.callbacks.ema import EMA
+from cnnzoo.callbacks.history import MetricHistory
+from cnnzoo.callbacks.predictions import PredictionGrid
 from cnnzoo.callbacks.throughput import Throughput
 
-__all__ = ["EMA", "BadFileReport", "Throughput"]
+__all__ = ["EMA", "BadFileReport", "MetricHistory", "PredictionGrid", "Throughput"]

@@ -52,9 +52,21 @@ def release_unused_claims(keep: str | os.PathLike) -> None:
             path.rmdir()  # only when empty
 
 
+def sweep_group() -> str | None:
+    """In a job of a multirun: the sweep folder's name (W&B groups a sweep's runs by it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().runtime.output_dir).parent.name
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir)
+    if not OmegaConf.has_resolver("sweep_group"):
+        OmegaConf.register_new_resolver("sweep_group", sweep_group)
 
 
 def _value(args: list[str], key: str) -> str | None:

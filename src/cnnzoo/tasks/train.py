@@ -3,10 +3,12 @@ write ``results.json`` and print a summary. Returns the metric a sweep optimises
 
 import json
 import logging
+import os
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -14,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from cnnzoo.callbacks import Throughput
+from cnnzoo.callbacks import MetricHistory, Throughput
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.data.datamodule import per_device_batch_size
+from cnnzoo.errors import UserError
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
@@ -38,6 +41,7 @@ from cnnzoo.tasks.runs import (
 from cnnzoo.tracking import code_version, finish_wandb, wandb_run_location
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def build_module(cfg: DictConfig) -> ClassificationModule:
@@ -86,16 +90,53 @@ def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, facts: dict[str, A
         logger.log_hyperparams(hparams)
 
 
+FAILED_JOBS: list[str] = []  # the run folders of this process's sweep jobs that failed
+
+
 @exit_on_user_error
 def train(cfg: DictConfig) -> float | None:
+    """Train one run. In a sweep (``-m``) a job that fails is recorded (``results.json``
+    status ``failed`` with the error; the traceback in its log), its W&B run is finished, and
+    the sweep goes on: the job returns ``failed_job_value`` to the sweeper (Optuna records it)
+    and ``train.py`` exits 1 at the end, naming the failed jobs."""
     release_unused_claims(cfg.paths.output_dir)
     try:
         with LauncherEnvironment():
             if (overrides := job_overrides()) is not None:
                 share_job_with_ranks(overrides, cfg.paths.output_dir)
             return _train(cfg)
+    except Exception as e:
+        out = Path(cfg.paths.output_dir)
+        if not (out / "results.json").is_file():  # failed before training began (data, config)
+            error = f"{type(e).__name__}: {e}"
+            record = {"status": "failed", "model": cfg.model.name, "output_dir": str(out)}
+            _write_results(out, record | {"error": error})
+        if not in_sweep():
+            raise
+        log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
+        FAILED_JOBS.append(str(out))
+        return float(cfg.get("failed_job_value", 0.0))
     finally:  # (Hydra may resolve the names again while a sweep's job runs)
         release_unused_claims(cfg.paths.output_dir)
+
+
+def in_sweep() -> bool:
+    """True inside a job of a Hydra multirun (grid or Optuna sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_exit_status() -> int:
+    """After a sweep: 1 and the list of failed jobs on stderr if any failed, else 0."""
+    if not FAILED_JOBS:
+        return 0
+    print(f"\nerror: {len(FAILED_JOBS)} sweep job(s) failed (status and error in each "
+          "results.json, traceback in its train.log):", file=sys.stderr)  # fmt: skip
+    for folder in FAILED_JOBS:
+        print(f"  {folder}", file=sys.stderr)
+    return 1
 
 
 def _train(cfg: DictConfig) -> float | None:
@@ -107,9 +148,14 @@ def _train(cfg: DictConfig) -> float | None:
     check_input_size(cfg.model)
     module = build_module(cfg)
     trainer = build_trainer(cfg)
+    out = Path(cfg.paths.output_dir)
     failed = True
+    record: dict[str, Any] = {"status": "running", "model": cfg.model.name, "output_dir": str(out)}
     try:
         facts = run_facts(cfg, module)
+        record |= facts
+        if trainer.is_global_zero:  # a run's status is readable while it runs (report.py)
+            _write_results(out, record)
         log_hyperparameters(trainer, cfg, facts)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -121,10 +167,17 @@ def _train(cfg: DictConfig) -> float | None:
         wall_time = time.perf_counter() - started
         results = _results(cfg, trainer, facts, fit_metrics, test_metrics, wall_time)
         if trainer.is_global_zero:
-            _write_results(Path(cfg.paths.output_dir), results)
+            _write_results(out, results)
             print_summary(results)
         failed = False
         return results["optimized_metric_value"]
+    except BaseException as e:
+        if trainer.is_global_zero:
+            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
+            error = f"{type(e).__name__}: {e}"
+            _write_results(out, record | {"status": "interrupted" if interrupted else "failed",
+                                          "error": error})  # fmt: skip
+        raise
     finally:
         finish_wandb(failed)
 
@@ -140,7 +193,9 @@ def _results(
     best_score = ckpt.best_model_score if ckpt is not None else None
     optimised = cfg.optimized_metric
     value = float(best_score) if best_score is not None else fit.get(optimised)
+    history = _callback(trainer, MetricHistory)
     return {
+        "status": "finished",
         "model": cfg.model.name,
         **facts,
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
@@ -153,6 +208,8 @@ def _results(
         "wall_time_s": round(wall_time, 2),
         "throughput": _throughput(trainer),
         "metrics": {**fit, **_floats(test)},
+        "best_val": history.best(optimised, mode=_mode(ckpt)) if history else None,
+        "val_history": history.entries if history else None,
         "optimized_metric": optimised,
         "optimized_metric_value": value,
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
@@ -163,13 +220,21 @@ def _results(
     }
 
 
+def _callback(trainer: pl.Trainer, kind: type[T]) -> T | None:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+def _mode(ckpt) -> str:
+    return getattr(ckpt, "mode", None) or "max"
+
+
 def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
-    for callback in trainer.callbacks:
-        if isinstance(callback, Throughput):
-            return callback.summary()
-    return None
+    throughput = _callback(trainer, Throughput)
+    return throughput.summary() if throughput is not None else None
 
 
 def _write_results(output_dir: Path, results: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    tmp = output_dir / f".results.json.{os.getpid()}.tmp"  # readers never see half a file
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, output_dir / "results.json")
