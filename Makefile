@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean bench bench-gpu bench-index
+.PHONY: help install train test lint format models clean bench bench-gpu bench-index sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,14 @@ install: $(STAMP)  ## create .venv and install cnnzoo with its dev tools (only w
 
 train: $(STAMP)  ## train ResNet-18 on the built-in sample data on the CPU (experiment=quickstart)
 	$(BIN)/python train.py experiment=quickstart $(ARGS)
+
+sweep: $(STAMP)  ## a small sweep on the sample data (2 models x 2 optimisers), then its report
+	$(BIN)/python train.py -m experiment=quickstart model=resnet18,alexnet optim=sgd,sgd_momentum \
+		trainer.max_epochs=3 logger=csv $(ARGS)
+	$(BIN)/python report.py $$(ls -d outputs/train/multirun_* | tail -1)
+
+report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report RUNS='outputs/train/...'
+	$(BIN)/python report.py $(or $(RUNS),$$(ls -d outputs/train/multirun_* | tail -1))
 
 test: $(STAMP)  ## run the whole test suite (CPU, offline)
 	$(BIN)/python -m pytest $(ARGS)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, compose_train, run_train, tiny_overrides
+from omegaconf import OmegaConf
 
 from cnnzoo.tasks.train import train
 
@@ -83,21 +84,63 @@ def test_csv_logger_writes_metrics_csv(cache_dir, tmp_path, offline_env):
 
 
 @pytest.mark.slow
-def test_multirun_gives_one_folder_per_job(cache_dir, tmp_path, offline_env):
-    args = [
-        "-m",
-        "optim=sgd,sgd_momentum",
-        "experiment=quickstart",
-        *tiny_overrides(cache_dir, tmp_path),
-        "logger=none",
-    ]
+def test_sweep_with_a_failing_job_tracks_reports_and_goes_on(cache_dir, tmp_path, offline_env):
+    """A 3-job grid sweep whose middle job fails (momentum -1 is refused after W&B started):
+    one folder and one offline W&B run per job (distinct ids, one group), the failure recorded
+    and the last job still run, exit status 1; report.py over the sweep equals the results."""
+    import csv
+
+    from cnnzoo.report import main as report_main
+
+    args = ["-m", "optim.momentum=0.0,-1.0,0.9", "experiment=quickstart",
+            *tiny_overrides(cache_dir, tmp_path), "logger=wandb"]  # fmt: skip
+    proc = run_train(args, offline_env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train").glob("multirun_*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0_resnet18", "1_resnet18", "2_resnet18"]
+    assert "1 sweep job(s) failed" in proc.stderr and str(jobs[1]) in proc.stderr
+    results = [json.loads((j / "results.json").read_text()) for j in jobs]
+    assert [r["status"] for r in results] == ["finished", "failed", "finished"]
+    assert "Invalid momentum value: -1.0" in results[1]["error"]
+    assert [results[0]["optim"]["momentum"], results[2]["optim"]["momentum"]] == [0.0, 0.9]
+    runs = [next((j / "wandb").glob("offline-run-*")) for j in jobs]
+    ids = {run.name.rsplit("-", 1)[1] for run in runs}
+    assert len(ids) == 3  # the failed job's run was finished, not reused by the next job
+    for run in runs:  # grouped by the sweep folder's name
+        assert sweep.name.encode() in next(run.glob("*.wandb")).read_bytes()
+
+    assert report_main([str(sweep)]) == 0
+    with open(sweep / "report.csv") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {j.name for j in jobs}
+    for job, result in zip(jobs, results, strict=True):
+        row = rows[job.name]
+        assert row["status"].startswith(result["status"])
+        if result["status"] == "finished":
+            assert float(row["test_err_top1"]) == result["metrics"]["test/err_top1"]
+            assert float(row["val_err_top1"]) == 1 - result["best_val"]["val/acc_top1"]
+            assert float(row["gflops"]) == result["gmacs"]
+            speed = (result["throughput"] or {}).get("images_per_s")  # None: all in warm-up
+            assert row["images_per_s"] == ("" if speed is None else str(speed))
+    assert list(rows)[-1] == "1_resnet18"  # sorted by error, the failed job last
+    assert (sweep / "report.png").stat().st_size > 10_000
+    assert "| 1_resnet18 |" in (sweep / "report.md").read_text()
+
+
+def test_optuna_search_runs_its_trials_and_keeps_the_best(cache_dir, tmp_path, offline_env):
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "experiment=quickstart",
+            *tiny_overrides(cache_dir, tmp_path), "logger=none"]  # fmt: skip
     proc = run_train(args, offline_env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "train").glob("multirun_*")
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0_resnet18", "1_resnet18"]
-    momenta = [json.loads((j / "results.json").read_text())["optim"]["momentum"] for j in jobs]
-    assert momenta == [0.0, 0.9]
+    values = [json.loads(p.read_text())["optimized_metric_value"]
+              for p in sorted(sweep.glob("*/results.json"))]  # fmt: skip
+    lrs = {json.loads(p.read_text())["lr"] for p in sweep.glob("*/results.json")}
+    assert len(values) == 3 and len(lrs) == 3  # three trials, three sampled learning rates
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == max(values)
+    assert set(best.best_params) == {"model.lr", "optim.weight_decay", "optim.momentum"}
 
 
 @pytest.mark.slow
