@@ -28,7 +28,7 @@ train: $(STAMP)  ## train ResNet-18 on the built-in sample data on the CPU (expe
 
 sweep: $(STAMP)  ## a small sweep on the sample data (2 models x 2 optimisers), then its report
 	$(BIN)/python train.py -m experiment=quickstart model=resnet18,alexnet optim=sgd,sgd_momentum \
-		trainer.max_epochs=3 logger=csv $(ARGS)
+		model.input_size=64 model.eval_resize=73 trainer.max_epochs=3 logger=csv $(ARGS)
 	$(BIN)/python report.py $$(ls -d outputs/train/multirun_* | tail -1)
 
 report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report RUNS='outputs/train/...'

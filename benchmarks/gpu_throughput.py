@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -41,12 +40,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     parser.add_argument("--models", default="resnet50,resnet18,vgg16,densenet121,inception_v3")
     parser.add_argument("--skip-sample", action="store_true")
+    parser.add_argument(
+        "--normalize-ab",
+        action="store_true",
+        help="only: the first model on the sample set, 16-mixed, channels_last, normalising in "
+        "the workers (float32 batches) vs on the GPU (uint8 batches), alternating, 2 repeats",
+    )
     args = parser.parse_args()
 
     common = [
         "trainer=gpu",
         "logger=none",
         "callbacks.progress_bar=null",
+        "callbacks.prediction_grid=null",
         "callbacks.throughput.warmup_steps=10",
         "trainer.enable_model_summary=false",
         f"data.batch_size={args.batch_size}",
@@ -64,23 +70,28 @@ def main() -> None:
         "trainer.max_epochs=4",
         "callbacks.throughput.warmup_steps=3",
     ]
-    grid = []
+    grid = []  # (model, input, precision, channels_last, normalise on the device)
     first, *others = args.models.split(",")
-    for precision in ("16-mixed", "bf16-mixed"):
-        for cl in ("false", "true"):
-            grid.append((first, "synthetic", precision, cl))
-    grid.append((first, "synthetic", "32-true", "false"))
-    if not args.skip_sample:
+    if args.normalize_ab:
+        for _ in range(2):
+            for on_device in ("false", "true"):
+                grid.append((first, "sample", "16-mixed", "true", on_device))
+    else:
         for precision in ("16-mixed", "bf16-mixed"):
             for cl in ("false", "true"):
-                grid.append((first, "sample", precision, cl))
-    for model in others:
-        for precision in ("16-mixed", "bf16-mixed"):
-            grid.append((model, "synthetic", precision, "true"))
+                grid.append((first, "synthetic", precision, cl, "null"))
+        grid.append((first, "synthetic", "32-true", "false", "null"))
+        if not args.skip_sample:
+            for precision in ("16-mixed", "bf16-mixed"):
+                for cl in ("false", "true"):
+                    grid.append((first, "sample", precision, cl, "null"))
+        for model in others:
+            for precision in ("16-mixed", "bf16-mixed"):
+                grid.append((model, "synthetic", precision, "true", "null"))
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (model, data, precision, cl) in enumerate(grid):
+        for i, (model, data, precision, cl, on_device) in enumerate(grid):
             overrides = [
                 *common,
                 *(synthetic if data == "synthetic" else sample),
@@ -88,22 +99,25 @@ def main() -> None:
                 f"trainer.precision={precision}",
                 f"model.channels_last={cl}",
             ]
-            started = time.perf_counter()
+            if data == "sample":
+                overrides.append(f"data.normalize_on_device={on_device}")
             perf = run(overrides, Path(tmp) / str(i))["throughput"]
-            rows.append((model, data, precision, cl, perf, time.perf_counter() - started))
-            print(f"{model} {data} {precision} channels_last={cl}: {perf}", flush=True)
+            rows.append((model, data, precision, cl, on_device, perf))
+            print(f"{model} {data} {precision} cl={cl} on_device={on_device}: {perf}", flush=True)
 
     device = torch.cuda.get_device_name()
     lines = [
         f"GPU: {device}; torch {torch.__version__}; Python {platform.python_version()}; "
         f"global batch {args.batch_size}; {args.workers} DataLoader workers for the sample set",
         "",
-        "| model | input | precision | channels_last | images/s | ms/step | data wait |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: |",
+        "| model | input | precision | channels_last | normalise on GPU | images/s | ms/step "
+        "| data wait |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
-    for model, data, precision, cl, perf, _ in rows:
+    for model, data, precision, cl, on_device, perf in rows:
+        on_device = {"null": "auto (yes)"}.get(on_device, on_device) if data == "sample" else "-"
         lines.append(
-            f"| {model} | {data} | {precision} | {cl} | {perf['images_per_s']:.0f} | "
+            f"| {model} | {data} | {precision} | {cl} | {on_device} | {perf['images_per_s']:.0f} | "
             f"{perf['step_ms']:.1f} | {100 * perf['data_wait']:.0f}% |"
         )
     args.out.write_text("\n".join(lines) + "\n")

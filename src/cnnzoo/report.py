@@ -158,12 +158,13 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> int:
     ax = figure.add_subplot()
     for gflops, err, params, row in points:
         ax.scatter(gflops, err, s=20 + 8 * params, alpha=0.5)
-        ax.annotate(f"{row['model']} ({row['run'].rsplit('/', 1)[-1]})", (gflops, err),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        label = ", ".join(str(v) for v in (row["model"], row["optimizer"]) if v)
+        ax.annotate(label, (gflops, err), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("GFLOPs per image (multiply-adds)")
     ax.set_ylabel("top-1 error (%)")
     ax.set_title("top-1 error against compute; marker area by parameters")
-    if any(gflops > 0 for gflops, *_ in points):
+    compute = [gflops for gflops, *_ in points if gflops > 0]
+    if compute and max(compute) / min(compute) > 10:  # the zoo spans 0.7 to 20 GFLOPs
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     figure.savefig(path, dpi=110)
