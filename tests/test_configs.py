@@ -87,6 +87,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "BadFileReport",
         "MetricHistory",
         "PredictionGrid",
+        "SlurmRequeue",
     }
     assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, compose_train, run_train, tiny_overrides
+from conftest import CONF, ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.tasks.evaluate import run_eval
 
@@ -67,3 +67,43 @@ def test_torchrun_ranks_share_one_run_folder(cache_dir, tmp_path, offline_env):
     assert run.name.startswith("torchrun-")
     assert json.loads((run / "results.json").read_text())["world_size"] == 2
     assert (run / "train_rank1.log").is_file() and (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
+                 "trainer.num_nodes=2", f"paths.log_dir={tmp_path}"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    assert launcher.signal_delay_s > 0  # SIGUSR2 ahead of the limit: SlurmRequeue's cue
+
+
+RUN_DIR = "hydra.run.dir=${paths.log_dir}/train"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0"}, [f"{RUN_DIR}/slurm-7"]),
+        ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "3"}, [f"{RUN_DIR}/slurm-7",
+          "hydra.output_subdir=null", "hydra.job.name=train_rank3"]),
+        ({"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "2"},
+         [f"{RUN_DIR}/slurm-5_2"]),
+        ({"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "interactive"}, []),  # salloc: a normal run
+        ({}, []),
+    ],
+)  # fmt: skip
+def test_tasks_of_a_slurm_job_share_one_folder(env, expected, monkeypatch, tmp_path):
+    from cnnzoo.tasks.runs import slurm_args
+
+    for key in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID",
+                "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID"):  # fmt: skip
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert slurm_args(["model=resnet18"]) == ["model=resnet18", *expected]

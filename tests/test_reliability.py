@@ -84,7 +84,7 @@ def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_one(
+def test_sigterm_or_slurm_requeue_mid_epoch_resumes_to_match_an_uninterrupted_run(
     cache_dir, tmp_path, offline_env
 ):
     args = [
@@ -108,13 +108,40 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     assert f"Resume with: python train.py resume={run}" in output, output[-2000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert 3 <= ckpt["global_step"] < 6  # saved mid-epoch
-    assert not (run / "results.json").exists()
+    assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
 
     probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}  # the run's probe callback
     proc = run_train([f"resume={run}"], probes, cwd=split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 12
+    assert_identical(
+        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
+    )
+
+    # Inside a SLURM job (a fake scontrol on PATH): SIGUSR1 ahead of the time limit saves
+    # last.ckpt, requeues the job and exits; SLURM runs the same command again (with
+    # SLURM_RESTART_COUNT=1), which continues in the job's folder and ends identical.
+    bin_dir, job_dir = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir(), job_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    log = tmp_path / "scontrol.log"
+    job = {**offline_env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train",
+           "SCONTROL_LOG": str(log), "PATH": f"{bin_dir}:{offline_env['PATH']}"}  # fmt: skip
+    proc = _run_until_step(slow, job, job_dir, step=3)
+    proc.send_signal(signal.SIGUSR1)
+    proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
+    run = job_dir / "outputs" / "train" / "slurm-4242"
+    assert json.loads((run / "results.json").read_text())["status"] == "requeued"
+    assert log.read_text() == "requeue 4242\n"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert 3 <= ckpt["global_step"] < 6
+    proc = run_train(slow, {**job, **probes, "SLURM_RESTART_COUNT": "1"}, cwd=job_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in (job_dir / "outputs" / "train").iterdir()] == ["slurm-4242"]
+    assert json.loads((run / "results.json").read_text())["status"] == "finished"
     assert_identical(
         only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
     )

@@ -136,10 +136,48 @@ def torchrun_args(args: list[str]) -> list[str]:
     return [*args, *extra]
 
 
+def slurm_args(args: list[str]) -> list[str]:
+    """``python train.py`` inside a SLURM job (an sbatch script, or ``srun`` starting one task
+    per GPU): all tasks share one run folder named by the job id, ``slurm-<jobid>`` (unless
+    ``hydra.run.dir`` is given); tasks other than 0 write no ``.hydra/`` and log to
+    ``train_rank<N>.log``. When SLURM runs the job again after a requeue (pre-emption, time
+    limit: ``SlurmRequeue``), the folder holds the run and it is resumed from its last
+    checkpoint. The submitit launcher (``hydra/launcher=slurm``) does not come through here."""
+    job = os.environ.get("SLURM_JOB_ID")
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")  # salloc, srun --pty
+    if job is None or interactive or "-m" in args or "--multirun" in args:
+        return args
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun inside the job starts the ranks
+        return args
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    extra = [] if rank == 0 else ["hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
+    if _value(args, "hydra.run.dir") is not None or _value(args, "resume") is not None:
+        return [*args, *extra]
+    from cnnzoo.callbacks.requeue import slurm_job_id
+
+    folder = f"slurm-{slurm_job_id()}"
+    log_dir = Path(_value(args, "paths.log_dir") or "outputs")
+    run = log_dir / "train" / folder
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if _holds_a_run(run):
+        if not restarts:  # a second train.py in the same job: a folder of its own
+            if int(os.environ.get("SLURM_NTASKS") or 1) == 1:
+                return args
+            raise ConfigError(
+                f"{run} already holds a run of SLURM job {job}; give each multi-task train.py "
+                "of one job its own hydra.run.dir=...."
+            )
+        if rank == 0:
+            return resume_args(run, args)
+        rest = [a for a in resume_args(run, args) if not a.startswith("hydra.output_subdir=")]
+        return [*rest, *extra]
+    return [*args, f"hydra.run.dir=${{paths.log_dir}}/train/{folder}", *extra]
+
+
 def prepare_argv(argv: list[str]) -> list[str]:
     """Expand ``resume=RUN``; refuse ``hydra.run.dir`` pointing at an existing run (unless
-    continuing it with ``ckpt_path``); one run folder for all ranks under torchrun."""
-    args = torchrun_args(argv[1:])
+    continuing it with ``ckpt_path``); one run folder for all ranks under torchrun or SLURM."""
+    args = slurm_args(torchrun_args(argv[1:]))
     argv = [argv[0], *args]
     resume = _value(args, "resume")
     if resume is not None:

@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnzoo.callbacks import MetricHistory, Throughput
+from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.data.datamodule import per_device_batch_size
 from cnnzoo.errors import UserError
@@ -151,6 +152,8 @@ def _train(cfg: DictConfig) -> float | None:
     out = Path(cfg.paths.output_dir)
     failed = True
     record: dict[str, Any] = {"status": "running", "model": cfg.model.name, "output_dir": str(out)}
+    if job := slurm_job_id():
+        record["slurm_job_id"] = job
     try:
         facts = run_facts(cfg, module)
         record |= facts
@@ -158,7 +161,7 @@ def _train(cfg: DictConfig) -> float | None:
             _write_results(out, record)
         log_hyperparameters(trainer, cfg, facts)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=_ckpt_path(cfg, trainer))
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
             raise SystemExit(128 + signal.SIGTERM) from None
         fit_metrics = _floats(trainer.callback_metrics)
@@ -173,13 +176,28 @@ def _train(cfg: DictConfig) -> float | None:
         return results["optimized_metric_value"]
     except BaseException as e:
         if trainer.is_global_zero:
-            interrupted = isinstance(e, KeyboardInterrupt | SystemExit)
-            error = f"{type(e).__name__}: {e}"
-            _write_results(out, record | {"status": "interrupted" if interrupted else "failed",
-                                          "error": error})  # fmt: skip
+            status = "failed"
+            if isinstance(e, Requeued):
+                status = "requeued"
+            elif isinstance(e, KeyboardInterrupt | SystemExit):
+                status = "interrupted"
+            _write_results(out, record | {"status": status, "error": f"{type(e).__name__}: {e}"})
         raise
     finally:
         finish_wandb(failed)
+
+
+def _ckpt_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """``ckpt_path``; or, in a sweep job that SLURM runs again after requeueing it (the
+    submitit launcher re-runs the job in its own folder), that folder's last checkpoint."""
+    if cfg.get("ckpt_path") is not None:
+        return cfg.ckpt_path
+    last = last_checkpoint_path(trainer)
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts and in_sweep() and last is not None and last.is_file():
+        log.info("requeued SLURM job (restart %d): resuming from %s", restarts, last)
+        return str(last)
+    return None
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
