@@ -121,7 +121,11 @@ def test_loggers(tmp_path, offline_env):
     (csv,) = instantiate_group(compose_train(["logger=csv"], out=tmp_path).logger)
     assert type(csv).__name__ == "CSVLogger"
     (wandb,) = instantiate_group(compose_train(["logger=wandb"], out=tmp_path).logger)
-    assert type(wandb).__name__ == "WandbLogger"
+    assert isinstance(wandb, pl.loggers.WandbLogger)
+    (tb,) = instantiate_group(compose_train(["logger=tensorboard"], out=tmp_path).logger)
+    assert isinstance(tb, pl.loggers.TensorBoardLogger)
+    both = instantiate_group(compose_train(["logger=[csv,tensorboard]"], out=tmp_path).logger)
+    assert [type(x).__name__ for x in both] == ["CSVLogger", "TensorBoardLogger"]
 
 
 def test_quickstart_experiment_values(tmp_path):

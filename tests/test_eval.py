@@ -12,8 +12,9 @@ from conftest import compose_train, run_train, tiny_overrides
 from PIL import Image
 
 from cnnzoo.data.transforms import MultiCrop
+from cnnzoo.errors import UserError
 from cnnzoo.export import main as export_main
-from cnnzoo.tasks.evaluate import load_module, predict_probabilities, run_eval
+from cnnzoo.tasks.evaluate import load_module, predict_probabilities, run_eval, run_predict
 
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
@@ -118,11 +119,9 @@ def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, ca
 
 
 def test_predict_names_a_missing_image_path(trained, tmp_path):
-    proc = run_train(
-        [f"run={trained}", "images=[no/such/cat.jpg]"], ENV, cwd=tmp_path, script="predict.py"
-    )
-    assert proc.returncode == 1
-    assert "no/such/cat.jpg does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    cfg = compose_train([f"run={trained}", "images=[no/such/cat.jpg]"], config="predict")
+    with pytest.raises(UserError, match="no/such/cat.jpg does not exist"):
+        run_predict(cfg)
 
 
 def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_path):
@@ -174,8 +173,8 @@ def test_eval_of_torchvision_format_weights(trained, tmp_path, cache_dir):
 def test_bad_checkpoints_are_named(trained, tmp_path):
     empty = tmp_path / "run-without-checkpoint"
     shutil.copytree(trained / ".hydra", empty / ".hydra")
-    proc = run_train([f"run={empty}"], ENV, cwd=tmp_path, script="eval.py")
-    assert proc.returncode == 1 and "no checkpoint at" in proc.stderr
+    with pytest.raises(UserError, match="no checkpoint at"):
+        run_eval(compose_train([f"run={empty}"], out=tmp_path, config="eval"))
     proc = run_train(
         [f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "model=alexnet"],
         ENV,
@@ -185,5 +184,5 @@ def test_bad_checkpoints_are_named(trained, tmp_path):
     assert proc.returncode == 1
     assert "arch 'resnet18'" in proc.stderr and "'alexnet'" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = run_train([f"run={trained}", "eval.ema=true"], ENV, cwd=tmp_path, script="eval.py")
-    assert proc.returncode == 1 and "holds no EMA weights" in proc.stderr
+    with pytest.raises(UserError, match="holds no EMA weights"):
+        run_eval(compose_train([f"run={trained}", "eval.ema=true"], out=tmp_path, config="eval"))

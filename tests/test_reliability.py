@@ -1,6 +1,7 @@
 """Runs survive interruption, resume exactly, and never lose work (real processes, CPU)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,13 +39,33 @@ def wandb_ids(run: Path) -> set[str]:
     return {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
 
 
-@pytest.mark.slow
-def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env):
-    args = [*tiny_overrides(cache_dir, tmp_path), *EXACT, "logger=wandb"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    straight.mkdir(), split.mkdir()
-    proc = run_train([*args, "trainer.max_epochs=2"], offline_env, cwd=straight)
+def exact_args(cache_dir: Path) -> list[str]:
+    """6 steps per epoch, W&B offline."""
+    return [
+        *tiny_overrides(cache_dir, None),
+        *EXACT,
+        "logger=wandb",
+        "trainer.limit_train_batches=6",
+    ]
+
+
+@pytest.fixture(scope="module")
+def straight(cache_dir, tmp_path_factory) -> Path:
+    """The uninterrupted 2-epoch run that every interrupted and resumed run must match (made once
+    for this module's tests)."""
+    cwd = tmp_path_factory.mktemp("straight")
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    env |= {"NETRC": str(cwd / "no-netrc"), "WANDB_CONFIG_DIR": str(cwd / "wandb-config")}
+    proc = run_train([*exact_args(cache_dir), "trainer.max_epochs=2"], env, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return only_run(cwd)
+
+
+@pytest.mark.slow
+def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env, straight):
+    args = exact_args(cache_dir)
+    split = tmp_path / "split"
+    split.mkdir()
     proc = run_train([*args, "trainer.max_epochs=1"], offline_env, cwd=split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(split)
@@ -53,11 +74,9 @@ def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert only_run(split) == run  # continued in the same folder
 
-    assert_identical(
-        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
-    )
-    a, b = (json.loads((r / "results.json").read_text()) for r in (only_run(straight), run))
-    assert a["epochs"] == b["epochs"] == 2 and a["global_step"] == b["global_step"] == 6
+    assert_identical(straight / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    a, b = (json.loads((r / "results.json").read_text()) for r in (straight, run))
+    assert a["epochs"] == b["epochs"] == 2 and a["global_step"] == b["global_step"] == 12
     for name in ("val/acc_top1", "val/loss", "train/loss", "test/acc_top1", "test/acc_top5"):
         assert a["metrics"][name] == b["metrics"][name], name
     # the run's own config stays; the resumed run's is kept beside it
@@ -84,20 +103,12 @@ def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigterm_or_slurm_requeue_mid_epoch_resumes_to_match_an_uninterrupted_run(
-    cache_dir, tmp_path, offline_env
+def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_one(
+    cache_dir, tmp_path, offline_env, straight
 ):
-    args = [
-        *tiny_overrides(cache_dir, tmp_path),
-        *EXACT,
-        "logger=none",
-        "trainer.limit_train_batches=6",
-        "trainer.max_epochs=2",
-    ]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    straight.mkdir(), split.mkdir()
-    proc = run_train(args, {**offline_env, "PYTHONPATH": str(ROOT / "tests")}, cwd=straight)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [*exact_args(cache_dir), "trainer.max_epochs=2"]
+    split = tmp_path / "split"
+    split.mkdir()
 
     slow = [*args, "+callbacks.slow._target_=probes.SlowSteps"]
     proc = _run_until_step(slow, offline_env, split, step=3)  # epoch 0, batch 3 of 6
@@ -115,36 +126,42 @@ def test_sigterm_or_slurm_requeue_mid_epoch_resumes_to_match_an_uninterrupted_ru
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 12
-    assert_identical(
-        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
-    )
+    assert_identical(straight / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
 
-    # Inside a SLURM job (a fake scontrol on PATH): SIGUSR1 ahead of the time limit saves
-    # last.ckpt, requeues the job and exits; SLURM runs the same command again (with
-    # SLURM_RESTART_COUNT=1), which continues in the job's folder and ends identical.
-    bin_dir, job_dir = tmp_path / "bin", tmp_path / "slurm"
-    bin_dir.mkdir(), job_dir.mkdir()
+
+@pytest.mark.slow
+def test_slurm_signal_requeues_and_the_requeued_job_resumes_its_folder(
+    cache_dir, tmp_path, offline_env
+):
+    """Inside a SLURM job (a fake scontrol on PATH): SIGUSR1 ahead of the time limit saves
+    last.ckpt mid-epoch, requeues the job and exits; SLURM runs the same command again (with
+    SLURM_RESTART_COUNT=1), which continues from that checkpoint in the job's folder. (That a
+    mid-epoch resume is exact is the SIGTERM test's; this one runs a cheap model.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
     (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
     (bin_dir / "scontrol").chmod(0o755)
     log = tmp_path / "scontrol.log"
     job = {**offline_env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train",
            "SCONTROL_LOG": str(log), "PATH": f"{bin_dir}:{offline_env['PATH']}"}  # fmt: skip
-    proc = _run_until_step(slow, job, job_dir, step=3)
+    args = [*tiny_overrides(cache_dir, tmp_path), "logger=none", "trainer.limit_train_batches=6",
+            "+callbacks.slow._target_=probes.SlowSteps"]  # fmt: skip
+    proc = _run_until_step(args, job, tmp_path, step=2)
     proc.send_signal(signal.SIGUSR1)
     proc.stdout.read()
     assert proc.wait(timeout=60) == 0
-    run = job_dir / "outputs" / "train" / "slurm-4242"
+    run = tmp_path / "outputs" / "train" / "slurm-4242"
     assert json.loads((run / "results.json").read_text())["status"] == "requeued"
     assert log.read_text() == "requeue 4242\n"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert 3 <= ckpt["global_step"] < 6
-    proc = run_train(slow, {**job, **probes, "SLURM_RESTART_COUNT": "1"}, cwd=job_dir)
+    assert 2 <= ckpt["global_step"] < 6  # saved mid-epoch
+    probes = {**job, "PYTHONPATH": str(ROOT / "tests"), "SLURM_RESTART_COUNT": "1"}
+    proc = run_train(args, probes, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [p.name for p in (job_dir / "outputs" / "train").iterdir()] == ["slurm-4242"]
-    assert json.loads((run / "results.json").read_text())["status"] == "finished"
-    assert_identical(
-        only_run(straight) / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"
-    )
+    assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["slurm-4242"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "finished" and results["global_step"] == 6
+    assert list((run / ".hydra").glob("resumed_*/config.yaml"))
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -242,9 +259,13 @@ def test_an_existing_run_is_never_written_over(cache_dir, tmp_path, offline_env)
         ),
     ],
 )
-def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, offline_env, make, message):
+def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys, make, message):
+    from cnnzoo.tasks.runs import main_argv
+
     run = tmp_path / "run"
     make(run)
-    proc = run_train([f"resume={run}"], offline_env, cwd=tmp_path)
-    assert proc.returncode == 1
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    monkeypatch.setattr(sys, "argv", ["train.py", f"resume={run}"])  # what train.py does first
+    with pytest.raises(SystemExit) as exit_:
+        main_argv()
+    assert exit_.value.code == 1
+    assert message in capsys.readouterr().err

@@ -43,7 +43,10 @@ def tiny_run(extra: list[str], cache_dir: Path, tmp_path: Path, env: dict):
 
 @pytest.mark.slow
 def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offline_env):
-    proc, run = tiny_run([], cache_dir, tmp_path, offline_env)
+    """One run as a user starts it, logging to W&B (offline: no credentials) and CSV together,
+    with the prediction grid on."""
+    grid = "callbacks.prediction_grid={_target_:cnnzoo.callbacks.PredictionGrid,images:4,times:1}"
+    proc, run = tiny_run(["logger=[wandb,csv]", grid], cache_dir, tmp_path, offline_env)
     results = json.loads((run / "results.json").read_text())
     assert set(METRICS) <= set(results["metrics"])
     for stage in ("val", "test"):
@@ -59,11 +62,10 @@ def test_train_py_writes_a_self_describing_run_folder(cache_dir, tmp_path, offli
     for text in ("resnet18", "top-1 acc", "top-5 err", "best.ckpt", "wandb sync"):
         assert text in proc.stdout
 
-
-@pytest.mark.slow
-def test_offline_wandb_run_holds_the_config(cache_dir, tmp_path, offline_env):
-    _, run = tiny_run(["logger=wandb"], cache_dir, tmp_path, offline_env)
+    # W&B: the offline run holds the config, the run's facts and the prediction grid.
     (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    (image,) = (wandb_run / "files" / "media" / "images" / "val").glob("predictions_*.png")
+    assert image.stat().st_size > 5_000
     (record,) = wandb_run.glob("*.wandb")
     data = record.read_bytes()  # the run's records: config keys with their JSON values
     for key, value in [
@@ -73,14 +75,9 @@ def test_offline_wandb_run_holds_the_config(cache_dir, tmp_path, offline_env):
     ]:
         at = data.find(key)
         assert at >= 0 and value in data[at : at + 40], key
-
-
-@pytest.mark.slow
-def test_csv_logger_writes_metrics_csv(cache_dir, tmp_path, offline_env):
-    _, run = tiny_run(["logger=csv"], cache_dir, tmp_path, offline_env)
+    # CSV beside it
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "val/acc_top1", "val/err_top5", "train/loss"} <= set(header)
-    assert not (run / "wandb").exists()
 
 
 @pytest.mark.slow
@@ -256,5 +253,6 @@ def test_prediction_grid_with_csv_and_tensorboard_together(cache_dir, tmp_path, 
         pixels = np.asarray(image.convert("L"))
         assert image.size[0] > 600 and len(np.unique(pixels)) > 50
     assert "val/acc_top1" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert not (tmp_path / "wandb").exists()  # no W&B unless asked for
     tags = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()
     assert "val/acc_top1" in tags["scalars"] and "val/predictions" in tags["images"]

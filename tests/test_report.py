@@ -1,0 +1,50 @@
+"""report.py over run folders that are broken or unfinished: listed with their status, never a
+crash; the numbers come from results.json (the sweep test checks them against real runs)."""
+
+import csv
+import json
+
+from cnnzoo.report import main
+
+
+def run_folder(root, name, results: str | None, model="resnet18"):
+    folder = root / name
+    (folder / ".hydra").mkdir(parents=True)
+    optim = "optim:\n  _target_: torch.optim.SGD\n  lr: 0.1\n  momentum: 0.9\n"
+    (folder / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\n{optim}")
+    if results is not None:
+        (folder / "results.json").write_text(results)
+    return folder
+
+
+def test_broken_and_unfinished_runs_are_listed_not_fatal(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    good = {"status": "finished", "model": "alexnet", "num_params": 61_100_840, "gmacs": 0.714,
+            "epochs": 90, "lr": 0.01, "wall_time_s": 600.0,
+            "best_val": {"val/acc_top1": 0.565, "val/acc_top5": 0.79},
+            "metrics": {"test/err_top1": 0.435, "test/err_top5": 0.21},
+            "throughput": {"images_per_s": 1234.5}}  # fmt: skip
+    run_folder(sweep, "0_alexnet", json.dumps(good), model="alexnet")
+    run_folder(sweep, "1_resnet18", '{"status": "fini')  # cut off mid-write
+    run_folder(sweep, "2_resnet18", json.dumps({"status": "running", "model": "resnet18"}))
+    run_folder(sweep, "3_resnet18", None)  # no results yet
+    assert main([str(sweep)]) == 0
+    with open(sweep / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    first = rows[0]
+    assert first["run"] == "0_alexnet"  # the only finished run first
+    assert float(first["val_err_top1"]) == 1 - 0.565 and float(first["val_err_top5"]) == 1 - 0.79
+    assert float(first["params_m"]) == 61.10084 and float(first["gflops"]) == 0.714
+    assert first["optimizer"] == "SGD m=0.9" and float(first["images_per_s"]) == 1234.5
+    status = {r["run"]: r["status"] for r in rows}
+    assert status["1_resnet18"] == "corrupt results.json"
+    assert status["2_resnet18"] == "running"
+    assert status["3_resnet18"].startswith("no results.json")
+    assert (sweep / "report.png").stat().st_size > 5_000
+
+
+def test_no_runs_is_an_error_naming_the_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no runs found" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 2
