@@ -245,6 +245,8 @@ def test_class_names_come_from_the_wnids(tmp_path):
     full = datamodule(None, num_classes=1000, wnids="imagenet")
     assert full.class_names()[281] == "tabby"  # no tree needed for the 1000 names
     assert len(full.class_names()) == 1000 and full.class_names() == list(imagenet_class_names())
+    subset = datamodule(None, num_classes=100, wnids="imagenet")  # e.g. predict.py elsewhere
+    assert subset.class_names()[:2] == ["tench", "brambling"]  # classes 0 and 10
     root = make_tree(tmp_path / "t")
     assert datamodule(root).class_names() == [
         "tench",

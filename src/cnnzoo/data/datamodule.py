@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cnnzoo.data.classes import imagenet_class_names, imagenet_name_of, imagenet_wnids
+from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.images import IndexedImages, read_skipped, skip_bad_collate
 from cnnzoo.data.index import SplitIndex, load_index
 from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
@@ -290,11 +290,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
                     )
 
     def class_names(self) -> list[str]:
-        """Readable names by class index: ImageNet's names for wnid folders (all 1000 without
-        reading the tree), else the class folders' names."""
-        full = self.wnids == "imagenet" and self.num_classes == len(imagenet_class_names())
-        if full and not self.datasets:
-            return list(imagenet_class_names())
+        """Readable names by class index: ImageNet's names for wnid folders, else the class
+        folders' names. The full set (and, without a tree, its every-k-th subset) needs no tree."""
+        wnids = imagenet_wnids()
+        tree = self.root is not None and (self.root / "train").is_dir()
+        known = self.wnids == "imagenet" and not self.datasets
+        if known and len(wnids) % self.num_classes == 0 and (self.num_classes == 1000 or not tree):
+            name_of = imagenet_name_of()  # the whole set, or (away from the data) its subset
+            return [name_of[w] for w in wnids[:: len(wnids) // self.num_classes]]
         self.setup()
         name_of = imagenet_name_of()
         return [name_of.get(c, c) for c in self.datasets["train"].classes]
