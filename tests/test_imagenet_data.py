@@ -303,9 +303,15 @@ def broken_tree(tmp_path) -> tuple[Path, list[Path]]:
     return root, [truncated, text]
 
 
-def test_bad_file_fails_naming_it_by_default(tmp_path):
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_bad_file_fails_naming_it_by_default(tmp_path, decoder):
+    from cnnzoo.data.images import load_image
+
     root, (truncated, _) = broken_tree(tmp_path)
-    dm = datamodule(root)
+    good = root / "train" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG"
+    decoded = load_image(str(good), decoder)
+    assert isinstance(decoded, torch.Tensor if decoder == "torchvision" else Image.Image)
+    dm = datamodule(root, decoder=decoder)
     dm.setup()
     train = dm.datasets["train"]
     position = next(i for i in range(len(train)) if train.index.path(i) == str(truncated))

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
-from cnnzoo.data.images import IndexedImages, read_skipped, skip_bad_collate
+from cnnzoo.data.images import DECODERS, IndexedImages, read_skipped, skip_bad_collate
 from cnnzoo.data.index import SplitIndex, load_index
 from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
 from cnnzoo.data.sample import ensure_sample_dataset, sample_class_names
@@ -65,6 +65,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         eval_crop: val and test views: ``center``, ``flip`` or ``ten`` (softmax averaged).
         normalize_on_device: send uint8 images and normalise on the device (None: on CUDA).
         on_bad_file: ``error`` or ``skip`` (skipped files are listed at the end of each epoch).
+        decoder: ``torchvision`` (decode_image into uint8 tensors, the faster) or ``pil``.
         index_cache: folder for the file index of each split (None: walk the tree each start);
             ``reindex`` rebuilds it.
         num_workers: DataLoader processes per device, or ``"auto"``: the CPUs this process may
@@ -99,6 +100,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         eval_crop: str = "center",
         normalize_on_device: bool | None = None,
         on_bad_file: str = "error",
+        decoder: str = "torchvision",
         index_cache: str | None = None,
         reindex: bool = False,
         root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
@@ -112,6 +114,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         _choice("train_crop", train_crop, TRAIN_CROPS)
         _choice("eval_crop", eval_crop, tuple(CROPS))
         _choice("on_bad_file", on_bad_file, ("error", "skip"))
+        _choice("decoder", decoder, DECODERS)
+        self.decoder = decoder
         _choice("wnids", wnids, ("imagenet", None))
         if not (num_workers == "auto" or (isinstance(num_workers, int) and num_workers >= 0)):
             raise ConfigError(f"data.num_workers={num_workers!r}: give a count >= 0 or auto.")
@@ -201,7 +205,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
 
         def dataset(index: SplitIndex, transform) -> IndexedImages:
-            return IndexedImages(index, transform, self.on_bad_file, self.skip_log)
+            return IndexedImages(index, transform, self.on_bad_file, self.skip_log, self.decoder)
 
         test = dataset(official_val, eval_tf)
         self.datasets = {

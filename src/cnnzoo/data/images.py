@@ -37,11 +37,34 @@ def load_rgb(path: str) -> Image.Image:
         raise BadImageError(path, f"{type(e).__name__}: {e}") from None
 
 
+DECODERS = ("torchvision", "pil")
+
+
+def load_image(path: str, decoder: str = "torchvision"):
+    """The decoded image as the transforms take it: with ``torchvision``, a uint8 (3, H, W)
+    tensor from ``torchvision.io.decode_image`` (libjpeg-turbo; 1.5x to 1.9x the images/s of the
+    PIL path per worker, BENCHMARKS.md), falling back to PIL for what it cannot read; with
+    ``pil``, an RGB PIL image. Unreadable: ``BadImageError``."""
+    if decoder == "torchvision":
+        try:
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its decoders for TorchCodec's (see the note in
+                # BENCHMARKS.md); when they are gone this falls back to PIL.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from torchvision.io import ImageReadMode, decode_image, read_file
+
+                return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        except (ImportError, RuntimeError, ValueError, OSError):
+            pass  # PIL decides (and names the reason when it cannot read it either)
+    return load_rgb(path)
+
+
 class IndexedImages(Dataset):
     """The images of a ``SplitIndex``, keyed by ``(index, sample_seed)`` (``SeededSampler``):
     each image's random transforms draw from a private RNG seeded with its sample seed.
 
     Args:
+        decoder: ``torchvision`` (uint8 tensors) or ``pil`` (PIL images); see ``load_image``.
         on_bad_file: ``"error"``: an unreadable file stops the run, naming the file;
             ``"skip"``: the item is ``None`` (``skip_bad_collate`` drops it) and the file and
             reason are appended to ``skip_log``.
@@ -53,7 +76,11 @@ class IndexedImages(Dataset):
         transform,
         on_bad_file: str = "error",
         skip_log: Path | None = None,
+        decoder: str = "torchvision",
     ) -> None:
+        if decoder not in DECODERS:
+            raise ConfigError(f"data.decoder={decoder!r}: choose one of {list(DECODERS)}.")
+        self.decoder = decoder
         if on_bad_file not in BAD_FILE_POLICIES:
             raise ConfigError(
                 f"data.on_bad_file={on_bad_file!r}: choose one of {list(BAD_FILE_POLICIES)}."
@@ -74,7 +101,7 @@ class IndexedImages(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, key)
         path = self.index.path(index)
         try:
-            image = load_rgb(path)
+            image = load_image(path, self.decoder)
         except BadImageError as e:
             if self.on_bad_file == "error":
                 raise DataError(
