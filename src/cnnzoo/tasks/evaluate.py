@@ -20,7 +20,7 @@ from rich.table import Table
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cnnzoo.data.images import skip_bad_collate
+from cnnzoo.data.images import BadImageError, load_image, skip_bad_collate
 from cnnzoo.data.transforms import CROPS, multi_crop_transform
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict
@@ -268,8 +268,6 @@ def image_files(paths: list[str]) -> list[Path]:
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k class names with probabilities for each image; files that are not images are
     reported on stderr and skipped."""
-    from PIL import Image, UnidentifiedImageError
-
     cfg = run_config(cfg)
     files = image_files(list(cfg.images))
     module, _ = load_module(cfg, ema=cfg.predict.get("ema", False))
@@ -280,11 +278,10 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     predictions = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                views = transform(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            errors.print(f"{file}: skipped, not a readable image ({e})", markup=False)
+        try:  # decoded as the run's val images were (data.decoder)
+            views = transform(load_image(str(file), cfg.data.get("decoder", "pil")))
+        except BadImageError as e:
+            errors.print(f"{file}: skipped, not a readable image ({e.reason})", markup=False)
             continue
         probs = predict_probabilities(module, views[None].to(device()))[0]
         top = probs.topk(k)
