@@ -40,12 +40,12 @@ def wandb_ids(run: Path) -> set[str]:
 
 
 def exact_args(cache_dir: Path) -> list[str]:
-    """6 steps per epoch, W&B offline."""
+    """4 steps per epoch, W&B offline."""
     return [
         *tiny_overrides(cache_dir, None),
         *EXACT,
         "logger=wandb",
-        "trainer.limit_train_batches=6",
+        "trainer.limit_train_batches=4",
     ]
 
 
@@ -76,7 +76,7 @@ def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env, 
 
     assert_identical(straight / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
     a, b = (json.loads((r / "results.json").read_text()) for r in (straight, run))
-    assert a["epochs"] == b["epochs"] == 2 and a["global_step"] == b["global_step"] == 12
+    assert a["epochs"] == b["epochs"] == 2 and a["global_step"] == b["global_step"] == 8
     for name in ("val/acc_top1", "val/loss", "train/loss", "test/acc_top1", "test/acc_top5"):
         assert a["metrics"][name] == b["metrics"][name], name
     # the run's own config stays; the resumed run's is kept beside it
@@ -111,21 +111,21 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     split.mkdir()
 
     slow = [*args, "+callbacks.slow._target_=probes.SlowSteps"]
-    proc = _run_until_step(slow, offline_env, split, step=3)  # epoch 0, batch 3 of 6
+    proc = _run_until_step(slow, offline_env, split, step=2)  # epoch 0, batch 2 of 4
     proc.send_signal(signal.SIGTERM)
     output = proc.stdout.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     run = only_run(split)
     assert f"Resume with: python train.py resume={run}" in output, output[-2000:]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert 3 <= ckpt["global_step"] < 6  # saved mid-epoch
+    assert 2 <= ckpt["global_step"] < 4  # saved mid-epoch
     assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
 
     probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}  # the run's probe callback
     proc = run_train([f"resume={run}"], probes, cwd=split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
-    assert results["global_step"] == 12
+    assert results["global_step"] == 8
     assert_identical(straight / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
 
 
