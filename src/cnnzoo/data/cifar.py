@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from cnnzoo.data.datamodule import ImageFolderDataModule, _choice
+from cnnzoo.data.datamodule import ImageFolderDataModule, _choice, pick_per_class
 from cnnzoo.errors import ConfigError, DataError
 
 VARIANTS = {
@@ -115,18 +115,11 @@ class CIFARDataModule(ImageFolderDataModule):
         if self.datasets:
             return
         train_base, test_base = self._open(train=True), self._open(train=False)
-        targets = np.asarray(train_base.targets)
-        train_idx, held_idx = np.arange(len(targets)), None
+        train_idx, held_idx = np.arange(len(train_base)), None
         if self.val_from_train:
-            rng = np.random.default_rng(self.split_seed)
-            held = np.concatenate(
-                [
-                    rng.permutation(np.flatnonzero(targets == c))[: self.val_from_train]
-                    for c in range(self.num_classes)
-                ]
-            )
-            held_idx = np.sort(held)
-            train_idx = np.setdiff1d(train_idx, held_idx)
+            held = pick_per_class(train_base.targets, self.num_classes, self.val_from_train,
+                                  self.split_seed)  # fmt: skip
+            train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
         test = SeededDataset(test_base, self.cifar_eval_tf)
         self.datasets = {
             "train": SeededDataset(train_base, self.cifar_train_tf, train_idx),

@@ -167,10 +167,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         root = self._checked_root()
         indexes = {}
         for split in SPLITS:
-            folder = root / split
-            if not any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(folder)):
-                raise DataError(f"{folder} holds no class folders. Expected {LAYOUT}.")
-            indexes[split] = load_index(folder, self.index_cache, rebuild=self.reindex)
+            indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
+            if not indexes[split].classes:
+                raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.")
         self.reindex = False  # rebuild once, not on every call
         return indexes
 
@@ -464,13 +463,21 @@ def _split_per_class(
             f"data.val_from_train={n}: class {poorest} has only {counts.min()} training images; "
             "hold out fewer per class."
         )
+    picked = pick_per_class(index.targets, len(index.classes), n, seed)
+    return index.select(np.flatnonzero(picked)), index.select(np.flatnonzero(~picked))
+
+
+def pick_per_class(targets: np.ndarray, num_classes: int, n: int, seed: int) -> np.ndarray:
+    """A mask of up to ``n`` positions of each class, chosen at random with ``seed``."""
+    targets = np.asarray(targets)
+    counts = np.bincount(targets, minlength=num_classes)
     rng = np.random.default_rng(seed)
-    order = np.argsort(index.targets, kind="stable")  # positions grouped by class
+    order = np.argsort(targets, kind="stable")  # positions grouped by class
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     chosen = [
         rng.permutation(order[start : start + count])[:n]
         for start, count in zip(starts, counts, strict=True)
     ]
-    picked = np.zeros(len(index), dtype=bool)
-    picked[np.concatenate(chosen)] = True
-    return index.select(np.flatnonzero(picked)), index.select(np.flatnonzero(~picked))
+    picked = np.zeros(len(targets), dtype=bool)
+    picked[np.concatenate(chosen).astype(np.int64)] = True
+    return picked

@@ -79,11 +79,14 @@ class SplitIndex:
         )
 
 
+def class_folders(folder: Path) -> list[str]:
+    """The class folders of a split, sorted (ImageFolder's class order), hidden ones left out."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
 def scan(folder: Path) -> SplitIndex:
     """Walk ``folder`` (one split) and index its images, in ImageFolder's order."""
-    classes = sorted(
-        e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
-    )
+    classes = class_folders(folder)
     paths: list[bytes] = []
     targets: list[int] = []
     other = 0
@@ -108,12 +111,9 @@ def scan(folder: Path) -> SplitIndex:
     )
 
 
-def fingerprint(folder: Path, classes: tuple[str, ...] | None = None) -> dict:
-    """What changes when the split changes: its own and each class folder's mtime."""
-    if classes is None:
-        classes = tuple(
-            sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-        )
+def fingerprint(folder: Path, classes: tuple[str, ...]) -> dict:
+    """What changes when the split changes: its own mtime (a class folder added or removed) and
+    each class folder's (a file added, removed or renamed)."""
     return {
         "format": FORMAT,
         "folder": str(folder),

@@ -109,9 +109,8 @@ def train(cfg: DictConfig) -> float | None:
     except Exception as e:
         out = Path(cfg.paths.output_dir)
         if not (out / "results.json").is_file():  # failed before training began (data, config)
-            error = f"{type(e).__name__}: {e}"
             record = {"status": "failed", "model": cfg.model.name, "output_dir": str(out)}
-            _write_results(out, record | {"error": error})
+            _write_results(out, record | {"error": _error(e)})
         if not in_sweep():
             raise
         log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
@@ -181,7 +180,7 @@ def _train(cfg: DictConfig) -> float | None:
                 status = "requeued"
             elif isinstance(e, KeyboardInterrupt | SystemExit):
                 status = "interrupted"
-            _write_results(out, record | {"status": status, "error": f"{type(e).__name__}: {e}"})
+            _write_results(out, record | {"status": status, "error": _error(e)})
         raise
     finally:
         finish_wandb(failed)
@@ -198,6 +197,10 @@ def _ckpt_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
         log.info("requeued SLURM job (restart %d): resuming from %s", restarts, last)
         return str(last)
     return None
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
