@@ -66,3 +66,34 @@ class BatchRecorder(pl.Callback):
 
         with open(self.path, "w") as f:
             json.dump(self.seen, f)
+
+
+class WrappingProbe(pl.Callback):
+    """Writes to ``path`` (JSON) how the net runs once training starts: the strategy's wrapper,
+    its BatchNorm classes, whether it is compiled, and the first conv's output dtype and memory
+    format in the first step."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seen = path, {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        net = pl_module.net
+        self.seen["wrapper"] = type(trainer.strategy.model).__name__
+        self.seen["norms"] = sorted(
+            {type(m).__name__ for m in net.modules() if "Norm" in type(m).__name__}
+        )
+        self.seen["compiled"] = getattr(net, "_compiled_call_impl", None) is not None
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        self.handle = conv.register_forward_hook(self._record)
+
+    def _record(self, module, inputs, output) -> None:
+        self.seen["dtype"] = str(output.dtype)
+        self.seen["channels_last"] = output.is_contiguous(memory_format=torch.channels_last)
+        self.handle.remove()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        if trainer.is_global_zero:
+            with open(self.path, "w") as f:
+                json.dump(self.seen, f)

@@ -55,8 +55,13 @@ def test_multirun_with_ddp_runs_each_job_once(cache_dir, tmp_path, offline_env):
 
 
 @pytest.mark.slow
-def test_torchrun_ranks_share_one_run_folder(cache_dir, tmp_path, offline_env):
-    args = [*ddp(cache_dir, tmp_path, ranks=2, global_batch=16), "logger=none"]
+def test_torchrun_ranks_share_one_run_folder_reading_shards(cache_dir, tmp_path, offline_env):
+    """torchrun's two ranks write one run folder; on WebDataset shards (data=sample_shards, 4 val
+    shards of 10) each rank validates and tests its own shards and the test figures equal one
+    process's eval of the same checkpoint: every image counted once, no rank waiting."""
+    args = [*ddp(cache_dir, tmp_path, ranks=2, global_batch=16), "logger=none",
+            "data=sample_shards", "data.shard_size=10",
+            f"data.root={tmp_path / 'shards'}"]  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run(
         [*torchrun, str(ROOT / "train.py"), *args],
@@ -65,8 +70,22 @@ def test_torchrun_ranks_share_one_run_folder(cache_dir, tmp_path, offline_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train").iterdir()  # one folder, not one per rank
     assert run.name.startswith("torchrun-")
-    assert json.loads((run / "results.json").read_text())["world_size"] == 2
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2
     assert (run / "train_rank1.log").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    single = run_eval(compose_train([f"run={run}"], out=tmp_path / "eval", config="eval"))
+    assert single["images"] == 40
+    assert results["metrics"]["test/acc_top1"] == single["acc_top1"]
+    assert results["metrics"]["test/acc_top5"] == single["acc_top5"]
+
+
+def test_sync_batchnorm_on_the_cpu_is_refused_before_training(cache_dir, tmp_path):
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.train import build_trainer
+
+    cfg = compose_train([*ddp(cache_dir, tmp_path, 2, 16), "trainer.sync_batchnorm=true"], tmp_path)
+    with pytest.raises(ConfigError, match="sync_batchnorm=true needs GPUs"):
+        build_trainer(cfg)
 
 
 def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):

@@ -1,6 +1,8 @@
 """Mixed precision and multi-GPU runs: only where CUDA is present (never in CI)."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -9,16 +11,18 @@ from conftest import compose_train, run_train, tiny_overrides
 
 from cnnzoo.tasks.train import train
 
+TESTS = Path(__file__).parent
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
 
-def gpu_overrides(cache_dir, out, *extra: str) -> list[str]:
-    cpu = ("trainer=", "trainer.max_epochs")
-    base = [o for o in tiny_overrides(cache_dir, out) if not o.startswith(cpu)]
-    return [*base, "trainer=gpu", "logger=none", *extra]
+def gpu_overrides(cache_dir, out, *extra: str, trainer: str = "gpu") -> list[str]:
+    """The tiny run on ``trainer`` (1 epoch unless ``extra`` says otherwise)."""
+    given = tuple(o.split("=")[0] + "=" for o in extra)
+    base = [o for o in tiny_overrides(cache_dir, out) if not o.startswith(("trainer=", *given))]
+    return [*base, f"trainer={trainer}", "logger=none", *extra]
 
 
 class Probe(pl.Callback):
@@ -80,9 +84,37 @@ def test_channels_last_16_mixed_on_synthetic_input_reports_throughput(cache_dir,
     assert perf["images_per_s"] > 0
 
 
+def test_ddp_with_sync_batchnorm_compile_and_channels_last(cache_dir, tmp_path, offline_env):
+    """trainer=ddp on one GPU (a real process group): BatchNorm becomes SyncBatchNorm, the net
+    is compiled inside DDP, runs in float16 and channels_last, and the checkpoint (plain state
+    dict keys) is scored by eval.py exactly as the run's test stage did."""
+    from cnnzoo.tasks.evaluate import run_eval
+
+    record = tmp_path / "wrapping.json"
+    overrides = gpu_overrides(cache_dir, tmp_path, "trainer.devices=1",
+                              "trainer.sync_batchnorm=true", "model.compile=true",
+                              "model.channels_last=true",
+                              "+callbacks.probe._target_=probes.WrappingProbe",
+                              f"+callbacks.probe.path={record}", trainer="ddp")  # fmt: skip
+    env = {
+        **offline_env,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), offline_env.get("PYTHONPATH", "")]),
+    }
+    proc = run_train(overrides, env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(record.read_text())
+    assert seen == {"wrapper": "DistributedDataParallel", "norms": ["SyncBatchNorm"],
+                    "compiled": True, "dtype": "torch.float16", "channels_last": True}  # fmt: skip
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "finished" and results["world_size"] == 1
+    evaluated = run_eval(compose_train([f"run={run}"], out=tmp_path / "eval", config="eval"))
+    assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpu_ddp(cache_dir, tmp_path, offline_env):
-    overrides = gpu_overrides(cache_dir, tmp_path, "trainer.devices=2", "trainer.strategy=ddp")
+    overrides = gpu_overrides(cache_dir, tmp_path, "trainer.devices=2", trainer="ddp")
     proc = run_train(overrides, offline_env, cwd=tmp_path)  # DDP starts its ranks as processes
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train").iterdir()

@@ -35,11 +35,10 @@ class PredictionGrid(pl.Callback):
         if trainer.current_epoch not in self.epochs(trainer.max_epochs):
             return
         datamodule = trainer.datamodule
-        dataset = getattr(datamodule, "datasets", {}).get("val")
-        if dataset is None or len(dataset) == 0:
+        preview = getattr(datamodule, "preview_items", None)
+        items = preview(self.images, self.seed) if preview is not None else []
+        if not items:
             return
-        picks = np.random.default_rng(self.seed).permutation(len(dataset))[: self.images]
-        items = [item for i in picks if (item := dataset[(int(i), int(i))]) is not None]
         images = torch.stack([image for image, _ in items])
         labels = [int(label) for _, label in items]
         probabilities = self._predict(pl_module, images)

@@ -173,14 +173,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.reindex = False  # rebuild once, not on every call
         return indexes
 
+    def checked_indexes(self) -> tuple[SplitIndex, SplitIndex]:
+        """The train and val indexes of the whole tree, checked (``DataError`` naming what is
+        wrong: empty class folders, stray folders, splits that disagree, too few classes)."""
+        indexes = self._indexes()
+        self._check_classes(indexes["train"], indexes["val"])
+        return indexes["train"], indexes["val"]
+
     def setup(self, stage: str | None = None) -> None:
         """Check the tree, choose the classes and images of each split (once; later calls reuse
         them), and build the transforms for the device the trainer runs on."""
         if self.datasets:
             return
-        indexes = self._indexes()
-        train, official_val = indexes["train"], indexes["val"]
-        self._check_classes(train, official_val)
+        train, official_val = self.checked_indexes()
         classes = self._chosen_classes(train.classes)
         train = _only_classes(train, classes)
         official_val = _only_classes(official_val, classes)
@@ -192,16 +197,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 train, self.samples_per_class, self.split_seed + 1, at_most=True
             )
         self._report_counts(train, held_out, official_val)
-
-        on_device = self._normalizes_on_device()
-        image_size, resize = self.sizes
-        train_tf = train_transform(image_size, **self.train_options, normalize=not on_device)
-        if self.eval_crop == "center":
-            eval_tf = eval_transform(image_size, resize, normalize=not on_device)
-        else:
-            eval_tf = multi_crop_transform(image_size, resize, self.eval_crop, not on_device)
-        if self.on_bad_file == "skip":
-            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
+        train_tf, eval_tf = self._transforms()
 
         def dataset(index: SplitIndex, transform) -> IndexedImages:
             return IndexedImages(index, transform, self.on_bad_file, self.skip_log, self.decoder)
@@ -212,6 +208,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "val": dataset(held_out, eval_tf) if held_out is not None else test,
             "test": test,
         }
+
+    def _transforms(self):
+        """(train, eval) transforms for the device the trainer runs on; the skip log when
+        unreadable files are skipped."""
+        on_device = self._normalizes_on_device()
+        image_size, resize = self.sizes
+        train_tf = train_transform(image_size, **self.train_options, normalize=not on_device)
+        if self.eval_crop == "center":
+            eval_tf = eval_transform(image_size, resize, normalize=not on_device)
+        else:
+            eval_tf = multi_crop_transform(image_size, resize, self.eval_crop, not on_device)
+        if self.on_bad_file == "skip":
+            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
+        return train_tf, eval_tf
 
     def _check_classes(self, train: SplitIndex, val: SplitIndex) -> None:
         root = self.root
@@ -373,6 +383,26 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def eval_loader(self, split: str, transform, batch_size: int) -> DataLoader:
+        """One process's loader over all of ``split`` with ``transform`` (eval.py's views)."""
+        self.setup("validate")
+        if split not in self.datasets:
+            raise ConfigError(f"eval.split={split!r}: choose one of {sorted(self.datasets)}.")
+        dataset = self.datasets[split]
+        dataset.transform = transform
+        return DataLoader(
+            dataset, batch_size=batch_size, num_workers=self.workers(), collate_fn=skip_bad_collate
+        )
+
+    def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
+        """``count`` val images (picked at random with ``seed``) as the val loader gives them,
+        with their labels: the images the prediction grid draws."""
+        dataset = self.datasets.get("val")
+        if not dataset:
+            return []
+        picks = np.random.default_rng(seed).permutation(len(dataset))[:count]
+        return [item for i in picks if (item := dataset[(int(i), int(i))]) is not None]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """On the device: uint8 images to normalised floats; mixup/cutmix of training batches."""

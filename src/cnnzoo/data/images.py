@@ -6,6 +6,7 @@ file is an error naming the file, or, with ``on_bad_file="skip"``, is left out o
 recorded so the epoch's end can list it.
 """
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -28,13 +29,17 @@ class BadImageError(DataError):
 
 def load_rgb(path: str) -> Image.Image:
     """The image at ``path`` fully decoded, as RGB; ``BadImageError`` with the reason if not."""
+    return _pil_rgb(path, path)
+
+
+def _pil_rgb(source, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF data" and friends
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 return image.convert("RGB")  # decodes the whole file
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+        raise BadImageError(name, f"{type(e).__name__}: {e}") from None
 
 
 DECODERS = ("torchvision", "pil")
@@ -48,15 +53,35 @@ def load_image(path: str, decoder: str = "torchvision"):
     if decoder == "torchvision":
         try:
             with warnings.catch_warnings():
-                # torchvision 0.29 deprecates its decoders for TorchCodec's (see the note in
-                # BENCHMARKS.md); when they are gone this falls back to PIL.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from torchvision.io import ImageReadMode, decode_image, read_file
+                warnings.simplefilter("ignore", DeprecationWarning)  # see _decode_tensor
+                from torchvision.io import read_file
 
-                return decode_image(read_file(path), mode=ImageReadMode.RGB)
+                return _decode_tensor(read_file(path))
         except (ImportError, RuntimeError, ValueError, OSError):
             pass  # PIL decides (and names the reason when it cannot read it either)
     return load_rgb(path)
+
+
+def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
+    """``load_image`` for an image already in memory (a sample of a shard); ``name`` says
+    where it came from in a ``BadImageError``."""
+    if decoder == "torchvision":
+        try:
+            return _decode_tensor(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        except (ImportError, RuntimeError, ValueError):
+            pass
+    return _pil_rgb(io.BytesIO(data), name)
+
+
+def _decode_tensor(data: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``decode_image`` to RGB uint8. torchvision 0.29 deprecates its decoders for
+    TorchCodec's (see the note in BENCHMARKS.md); when they are gone the callers fall back to
+    PIL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image
+
+        return decode_image(data, mode=ImageReadMode.RGB)
 
 
 class IndexedImages(Dataset):

@@ -20,7 +20,7 @@ from rich.table import Table
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cnnzoo.data.images import BadImageError, load_image, skip_bad_collate
+from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS, multi_crop_transform
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict
@@ -149,15 +149,9 @@ def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int)
 
 def eval_loader(cfg: DictConfig, datamodule, crop: str, split: str) -> DataLoader:
     datamodule.prepare_data()
-    datamodule.setup("validate")
-    if split not in datamodule.datasets:
-        raise ConfigError(f"eval.split={split!r}: choose one of {sorted(datamodule.datasets)}.")
-    dataset = datamodule.datasets[split]
-    dataset.transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, crop)
+    transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, crop)
     batch = max(1, cfg.data.batch_size // CROPS[crop])  # the same images per forward pass
-    return DataLoader(
-        dataset, batch_size=batch, num_workers=datamodule.workers(), collate_fn=skip_bad_collate
-    )
+    return datamodule.eval_loader(split, transform, batch)
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:

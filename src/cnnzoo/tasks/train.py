@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -20,7 +21,7 @@ from cnnzoo.callbacks import MetricHistory, Throughput
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.data.datamodule import per_device_batch_size
-from cnnzoo.errors import UserError
+from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.common import (
@@ -67,7 +68,13 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to report a learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm has no CPU "
+            "implementation. Set trainer.sync_batchnorm=false for CPU runs (trainer=ddp_cpu)."
+        )
+    return trainer
 
 
 def run_facts(cfg: DictConfig, module: pl.LightningModule) -> dict[str, Any]:

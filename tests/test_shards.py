@@ -1,0 +1,268 @@
+"""WebDataset shards: writing them from a tree (resumably, nothing lost), reading them as streams
+that count every image once per epoch on any number of ranks and workers, resume exactly, and
+train, validate and evaluate like the folder tree."""
+
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_SAMPLE, compose_train, tiny_overrides
+from omegaconf import OmegaConf
+
+from cnnzoo.data.index import scan
+from cnnzoo.data.shards import META, ShardDataModule, ShardLoader, load_meta, write_shards
+from cnnzoo.errors import ConfigError, DataError
+
+SAMPLE = "sample_v1_{train_per_class}+{val_per_class}_seed0".format(**TINY_SAMPLE)
+
+
+@pytest.fixture(scope="module")
+def shards(cache_dir, tmp_path_factory) -> Path:
+    """The tiny sample set (80 train, 40 val images) in shards of 10."""
+    dst = tmp_path_factory.mktemp("shards") / "sample"
+    write_shards(cache_dir / SAMPLE, dst, shard_size=10, seed=3)
+    return dst
+
+
+def fingerprint(image: torch.Tensor) -> torch.Tensor:
+    """Tells the sample set's images apart (sizes and pixel sums differ)."""
+    return torch.tensor([*image.shape, int(image.sum())])
+
+
+def datamodule(root, **kwargs) -> ShardDataModule:
+    options = {"num_classes": 10, "batch_size": 8, "num_workers": 0, "image_size": 32,
+               "eval_resize": 36, "wnids": "imagenet"}  # fmt: skip
+    return ShardDataModule(str(root), **(options | kwargs))
+
+
+class FakeTrainer:
+    """What the DataModule asks of its trainer: this process's rank, the world, the epoch."""
+
+    def __init__(self, rank=0, world_size=1, epoch=0) -> None:
+        self.global_rank, self.world_size, self.current_epoch = rank, world_size, epoch
+        self.accumulate_grad_batches, self.num_devices = 1, world_size
+        self.strategy = type("S", (), {"root_device": torch.device("cpu")})()
+        self.training = False
+
+
+def loader(root, split: str, rank=0, world_size=1, workers=0, epoch=0, transform=None,
+           **kwargs) -> ShardLoader:  # fmt: skip
+    """This rank's loader of ``split``; with ``transform``, that instead of the recipe's."""
+    dm = datamodule(root, num_workers=workers, **kwargs)
+    dm.trainer = FakeTrainer(rank, world_size, epoch)
+    if transform is None:
+        return dm.train_dataloader() if split == "train" else dm._loader(split, shuffle=False)
+    stream = dm.stream(split, transform=transform)
+    return ShardLoader(stream, epoch=lambda: epoch, num_workers=stream.workers)
+
+
+def contents(batches) -> list[tuple[tuple, int]]:
+    """(fingerprint, label) of each image of batches made with ``transform=fingerprint``."""
+    return [(tuple(x.tolist()), int(y)) for prints, labels in batches
+            for x, y in zip(prints, labels, strict=True)]  # fmt: skip
+
+
+def tree_contents(root: Path, split: str) -> Counter:
+    from cnnzoo.data.images import load_image
+
+    index = scan(root / split)
+    return Counter((tuple(fingerprint(load_image(index.path(i))).tolist()), int(index.targets[i]))
+                   for i in range(len(index)))  # fmt: skip
+
+
+def test_shards_hold_every_image_once_with_its_bytes_class_and_path(cache_dir, shards):
+    tree = cache_dir / SAMPLE
+    meta = load_meta(shards, "data.root")
+    assert meta["classes"] == list(scan(tree / "train").classes)
+    for split, images in (("train", 80), ("val", 40)):
+        index = scan(tree / split)
+        info = meta["splits"][split]
+        assert info["images"] == images
+        assert [s["images"] for s in info["shards"]] == [10] * (images // 10)
+        keys = []
+        for shard in info["shards"]:
+            with tarfile.open(shards / shard["name"]) as tar:
+                members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+            for name, data in members.items():
+                key, ext = name.split(".", 1)
+                if ext in ("jpg", "png"):
+                    i = int(key)
+                    keys.append(i)
+                    assert members[f"{key}.path"].decode() == index.relpath(i)
+                    assert int(members[f"{key}.cls"]) == index.targets[i]
+                    assert data == Path(index.path(i)).read_bytes()  # the file, unchanged
+        assert sorted(keys) == list(range(images))
+        shuffled = keys != sorted(keys)
+        assert shuffled == (split == "train")  # train mixed across shards, val in order
+
+
+def test_an_unfinished_write_is_finished_and_nothing_is_overwritten(
+    cache_dir, tmp_path, monkeypatch
+):
+    import cnnzoo.data.shards as module
+
+    tree, dst = cache_dir / SAMPLE, tmp_path / "shards"
+    real, written = module._write_shard, []
+
+    def crash_after_three(*job):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(job[2])
+        return real(*job)
+
+    monkeypatch.setattr(module, "_write_shard", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(tree, dst, shard_size=10)
+    with pytest.raises(DataError, match="unfinished write: run the same command again"):
+        load_meta(dst, "data.root")
+    with pytest.raises(DataError, match="unfinished write with other settings"):
+        write_shards(tree, dst, shard_size=20)
+    monkeypatch.setattr(module, "_write_shard", real)
+    kept = {p: Path(p).stat().st_mtime_ns for p in written}
+    write_shards(tree, dst, shard_size=10)
+    assert {p: Path(p).stat().st_mtime_ns for p in written} == kept  # finished shards kept
+    assert len(load_meta(dst, "data.root")["splits"]["train"]["shards"]) == 8
+    assert not list(dst.rglob(".*partial"))
+    before = (dst / META).read_text()
+    with pytest.raises(DataError, match="already holds shards"):
+        write_shards(tree, dst, shard_size=10)
+    assert (dst / META).read_text() == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="is not empty"):
+        write_shards(tree, other)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_problems_are_named(shards, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_meta(tmp_path / "nowhere", "data.root")
+    with pytest.raises(DataError, match="no cnnzoo-shards.json; write shards there with python"):
+        load_meta(tmp_path, "data.root")
+    with pytest.raises(DataError, match="holds 10 classes but data.num_classes=5"):
+        datamodule(shards, num_classes=5).setup()
+    with pytest.raises(ConfigError, match="val_from_train"):
+        datamodule(shards, val_from_train=2)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / META).write_text((shards / META).read_text())
+    with pytest.raises(DataError, match="20 of the 12 shards|12 shards listed .* are missing"):
+        load_meta(broken, "data.root")
+
+
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (3, 0)])
+def test_evaluation_reads_every_val_image_exactly_once(cache_dir, shards, world_size, workers):
+    seen = []
+    for rank in range(world_size):
+        val = loader(
+            shards,
+            "val",
+            rank,
+            world_size,
+            workers,
+            transform=fingerprint,
+            batch_size=6 * world_size,
+        )
+        batches = list(val)
+        assert len(batches) == len(val)  # the length Lightning plans with is exact
+        seen += contents(batches)
+    assert Counter(seen) == tree_contents(cache_dir / SAMPLE, "val")
+
+
+def test_a_training_epoch_reads_each_image_once_on_every_rank_alike(cache_dir, shards):
+    """8 shards, 2 ranks x 2 workers, global batch 10: every rank takes the same 8 steps
+    (80 // 10), each worker 4 batches of 5 = its 2 shards, so the epoch covers the 80 images
+    once; the next epoch is another order of the same images."""
+
+    def epoch(number: int) -> list:
+        seen = []
+        for rank in range(2):
+            train = loader(shards, "train", rank, 2, workers=2, epoch=number,
+                           transform=fingerprint, batch_size=10)  # fmt: skip
+            batches = list(train)
+            assert len(batches) == len(train) == 8
+            seen += contents(batches)
+        return seen
+
+    first, second = epoch(0), epoch(1)
+    assert Counter(first) == Counter(second) == tree_contents(cache_dir / SAMPLE, "train")
+    assert first != second
+
+
+def test_resuming_mid_epoch_continues_the_same_batches(shards):
+    """3 of 10 batches, saved; a new loader restored from that state gives batches 4 to 10 of
+    the uninterrupted epoch, augmentation included (2 workers: the order rotates)."""
+    whole = list(loader(shards, "train", workers=2, epoch=1))
+    first = loader(shards, "train", workers=2, epoch=1)
+    taken = []
+    for batch in first:
+        taken.append(batch)
+        if len(taken) == 3:
+            break
+    state = first.state_dict()
+    assert state["epoch"] == 1 and state["batches"] == 3
+    resumed = loader(shards, "train", workers=2, epoch=1)
+    resumed.load_state_dict(json.loads(json.dumps(state)))  # as stored in a checkpoint
+    rest = list(resumed)
+    assert len(rest) == 7
+    for (a, la), (b, lb) in zip(taken + rest, whole, strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    assert len(list(resumed)) == 10  # the next pass is a whole epoch
+
+
+def test_bad_images_are_named_or_skipped(cache_dir, tmp_path):
+    from cnnzoo.callbacks import BadFileReport
+
+    tree = tmp_path / "tree"
+    for split in ("train", "val"):
+        for folder in sorted((cache_dir / SAMPLE / split).iterdir()):
+            (tree / split / folder.name).mkdir(parents=True)
+            for f in sorted(folder.iterdir())[:2]:
+                (tree / split / folder.name / f.name).write_bytes(f.read_bytes())
+    bad = sorted((tree / "val").rglob("*.JPEG"))[5]
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    write_shards(tree, tmp_path / "shards", shard_size=5)
+    relpath = bad.relative_to(tree / "val").as_posix()
+    with pytest.raises(DataError, match=rf"val-000001.tar: 00000005 \({relpath}\).*on_bad_file"):
+        list(loader(tmp_path / "shards", "val"))
+    dm = datamodule(tmp_path / "shards", on_bad_file="skip", batch_size=20)
+    dm.trainer = FakeTrainer()
+    (images, _), = list(dm._loader("val", shuffle=False))  # fmt: skip
+    assert len(images) == 19
+    report, trainer = BadFileReport(), type("T", (), {"datamodule": dm, "current_epoch": 0})()
+    report.on_validation_epoch_end(trainer, None)
+    assert [path for path, _ in report.skipped] == [f"{dm.root}/val/val-000001.tar: 00000005 "
+                                                    f"({relpath})"]  # fmt: skip
+
+
+def test_training_validating_and_evaluating_from_shards(cache_dir, tmp_path):
+    """A real run on data=sample_shards (written on first use), its val/test counts, the
+    prediction grid from the shards, and eval.py reproducing its test figures."""
+    from cnnzoo.tasks.evaluate import run_eval
+    from cnnzoo.tasks.train import train
+
+    record = tmp_path / "batches.json"
+    out = tmp_path / "run"
+    overrides = [*tiny_overrides(cache_dir, out), "data=sample_shards", "data.shard_size=10",
+                 f"data.root={tmp_path / 'shards'}",
+                 "data.num_workers=2", "logger=none", "callbacks.prediction_grid.times=1",
+                 "callbacks.prediction_grid.images=4",
+                 "+callbacks.record._target_=probes.BatchRecorder",
+                 f"+callbacks.record.path={record}"]  # fmt: skip
+    overrides.remove("callbacks.prediction_grid=null")
+    cfg = compose_train(overrides, out=out)
+    train(cfg)
+    seen = json.loads(record.read_text())
+    assert seen["train"]["images"] == 3 * 8  # limit_train_batches=3
+    assert seen["val"]["images"] == seen["test"]["images"] == 40
+    assert (out / "predictions" / "epoch_000.png").stat().st_size > 5000
+    results = json.loads((out / "results.json").read_text())
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra keeps of a run
+    evaluated = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
+    assert evaluated["images"] == 40
+    assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
