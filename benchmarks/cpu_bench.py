@@ -10,6 +10,10 @@
    (references/classification/presets.py, written out here since the package does not ship it).
    Then what decoding options buy against our default: uint8 output (normalising on the
    accelerator), torchvision.io.decode_jpeg instead of PIL, PIL's draft mode for eval resizes.
+3. Dataset items: a train sample as our dataset gives it (file read, decode_image, the train
+   transform under its own seed) against torchvision's ImageFolder with the reference preset
+   (PIL, no per-image seed); and what seeding only the CPU generator buys over
+   ``torch.manual_seed`` per image.
 """
 
 import argparse
@@ -29,6 +33,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torchvision.transforms import v2
 
+from cnnzoo.data.images import IndexedImages, load_image
+from cnnzoo.data.index import scan
+from cnnzoo.data.loading import seeded
 from cnnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from cnnzoo.models import create_model
 from cnnzoo.tasks.train import train
@@ -112,6 +119,31 @@ def tensor_rate(transform, files: list[Path]) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def items_rate(dataset) -> float:
+    """Images/s of ``dataset[key]`` over the whole dataset (``(index, seed)`` keys for ours)."""
+    keys = [(i, i) if isinstance(dataset, IndexedImages) else i for i in range(len(dataset))]
+    start = time.perf_counter()
+    for key in keys:
+        dataset[key]
+    return len(keys) / (time.perf_counter() - start)
+
+
+def seeding_rate(files: list[Path], cpu_only: bool) -> float:
+    """Images/s of decode + train transform, each image under its own seed: our ``seeded`` (the
+    CPU generator) or ``torch.manual_seed`` (which also queues accelerator seedings)."""
+    transform = train_transform(224)
+    start = time.perf_counter()
+    for i, path in enumerate(files):
+        if cpu_only:
+            with seeded(i):
+                transform(load_image(str(path)))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(i)
+                transform(load_image(str(path)))
+    return len(files) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -170,6 +202,27 @@ def main() -> None:
                 default_rates.append(default())
             a, b = statistics.median(option_rates), statistics.median(default_rates)
             lines.append(f"| {name} (images/s, 1 process) | {a:.0f} | {b:.0f} | {a / b:.3f} |")
+        tree = Path(tmp) / "tree"
+        (tree / "c0").mkdir(parents=True)
+        for path in files:
+            path.rename(tree / "c0" / path.name)
+        files = sorted((tree / "c0").iterdir())
+        for name, option, default, reference in [
+            ("train sample: our dataset vs torchvision ImageFolder + preset",
+             lambda: items_rate(IndexedImages(scan(tree), train_transform(224))),
+             lambda: items_rate(torchvision.datasets.ImageFolder(str(tree), ref_train)),
+             "ImageFolder"),
+            ("train sample: seeding the CPU generator vs torch.manual_seed, per image",
+             lambda: seeding_rate(files, cpu_only=True),
+             lambda: seeding_rate(files, cpu_only=False), "manual_seed"),
+        ]:  # fmt: skip
+            option_rates, default_rates = [], []
+            for _ in range(args.repeats):
+                option_rates.append(option())
+                default_rates.append(default())
+            a, b = statistics.median(option_rates), statistics.median(default_rates)
+            lines.append(f"| {name} (images/s, 1 process) | {a:.0f} | {b:.0f} ({reference}) "
+                         f"| {a / b:.3f} |")  # fmt: skip
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

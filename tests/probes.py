@@ -97,3 +97,21 @@ class WrappingProbe(pl.Callback):
         if trainer.is_global_zero:
             with open(self.path, "w") as f:
                 json.dump(self.seen, f)
+
+
+class TrainBatches(pl.Callback):
+    """Writes to ``path`` (JSON) each training batch's epoch, index, labels and pixel sum."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.batches = path, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        images, labels = batch
+        self.batches.append([trainer.current_epoch, batch_idx, labels.tolist(),
+                             round(float(images.double().sum()), 3)])  # fmt: skip
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        with open(self.path, "w") as f:
+            json.dump(self.batches, f)

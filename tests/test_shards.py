@@ -266,3 +266,28 @@ def test_training_validating_and_evaluating_from_shards(cache_dir, tmp_path):
     evaluated = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
     assert evaluated["images"] == 40
     assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
+
+
+def test_lightning_resumes_shards_mid_epoch_with_the_same_batches(cache_dir, tmp_path):
+    """A checkpoint taken after step 2 of 4 (Lightning stores the loader's position in it):
+    the run resumed from it trains on exactly batches 3 and 4 of the uninterrupted run."""
+    from cnnzoo.tasks.train import train
+
+    def run(name: str, *extra: str) -> list:
+        out, record = tmp_path / name, tmp_path / f"{name}.json"
+        overrides = [*tiny_overrides(cache_dir, out), "data=sample_shards", "data.shard_size=10",
+                     f"data.root={tmp_path / 'shards'}", "data.num_workers=2", "logger=none",
+                     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+                     "+callbacks.record._target_=probes.TrainBatches",
+                     f"+callbacks.record.path={record}", *extra]  # fmt: skip
+        train(compose_train(overrides, out=out))
+        return json.loads(record.read_text())
+
+    mid = tmp_path / "mid"
+    saver = "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint"
+    straight = run("straight", saver, f"+callbacks.mid.dirpath={mid}",
+                   "+callbacks.mid.every_n_train_steps=2",
+                   "+callbacks.mid.save_top_k=-1")  # fmt: skip
+    assert [b[:2] for b in straight] == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    resumed = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")  # quoted: '=' in it
+    assert resumed == straight[2:]

@@ -15,6 +15,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from cnnzoo.data.datamodule import ImageFolderDataModule, _choice, pick_per_class
+from cnnzoo.data.loading import seeded
 from cnnzoo.errors import ConfigError, DataError
 
 VARIANTS = {
@@ -38,8 +39,7 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int] | int):
         index, seed = key if isinstance(key, tuple) else (key, key)
         image, target = self.base[int(self.indices[index])]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return self.transform(image), target
 
 

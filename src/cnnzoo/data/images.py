@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from cnnzoo.data.index import SplitIndex
+from cnnzoo.data.loading import seeded
 from cnnzoo.errors import ConfigError, DataError
 
 BAD_FILE_POLICIES = ("error", "skip")
@@ -137,8 +138,7 @@ class IndexedImages(Dataset):
                 ) from None
             record_skipped(self.skip_log, e.path, e.reason)
             return None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return self.transform(image), int(self.index.targets[index])
 
 

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.datamodule import ImageFolderDataModule
 from cnnzoo.data.images import BadImageError, decode_bytes, record_skipped, skip_bad_collate
-from cnnzoo.data.loading import sample_seed
+from cnnzoo.data.loading import sample_seed, seeded
 from cnnzoo.data.sample import ensure_sample_dataset
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError, DataError
@@ -356,8 +356,7 @@ class ShardStream(IterableDataset):
             record_skipped(self.skip_log, e.path, e.reason)
             return None
         key = int(sample["__key__"])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, key) if self.train else key)
+        with seeded(sample_seed(self.seed, epoch, key) if self.train else key):
             return self.transform(image), int(sample["cls"])
 
     def first_items(self, count: int) -> list[tuple[torch.Tensor, int]]:
