@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_SAMPLE, compose_train, tiny_overrides
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.data.index import scan
 from cnnzoo.data.shards import META, ShardDataModule, ShardLoader, load_meta, write_shards
@@ -150,8 +150,19 @@ def test_problems_are_named(shards, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / META).write_text((shards / META).read_text())
-    with pytest.raises(DataError, match="20 of the 12 shards|12 shards listed .* are missing"):
+    with pytest.raises(DataError, match="12 of the 12 shards listed .* are missing"):
         load_meta(broken, "data.root")
+    with pytest.raises(DataError, match="no shard folder given. Set data.root; write one"):
+        load_meta(None, "data.root")
+    foreign = tmp_path / "foreign"  # a tar of other contents under cnnzoo's metadata
+    (foreign / "val").mkdir(parents=True)
+    (foreign / "train").symlink_to(shards / "train", target_is_directory=True)
+    (foreign / META).write_text((shards / META).read_text())
+    for i in range(4):
+        with tarfile.open(foreign / "val" / f"val-{i:06d}.tar", "w") as tar:
+            tar.add(shards / META, arcname="00000000.txt")
+    with pytest.raises(DataError, match=r"has fields \['txt'\].*not a shard of cnnzoo's format"):
+        list(loader(foreign, "val"))
 
 
 @pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (3, 0)])
@@ -191,6 +202,20 @@ def test_a_training_epoch_reads_each_image_once_on_every_rank_alike(cache_dir, s
     first, second = epoch(0), epoch(1)
     assert Counter(first) == Counter(second) == tree_contents(cache_dir / SAMPLE, "train")
     assert first != second
+
+
+def test_persistent_workers_learn_each_new_epoch(shards):
+    """Lightning keeps one loader (and its worker processes) for the whole run: the epoch the
+    trainer is in reaches the workers, so epoch 1 is epoch 1's order, not epoch 0's again."""
+    dm = datamodule(shards, num_workers=2)
+    dm.trainer = FakeTrainer(epoch=0)
+    train = dm.train_dataloader()
+    assert train.persistent_workers
+    first = [labels.tolist() for _, labels in train]
+    dm.trainer.current_epoch = 1
+    second = [labels.tolist() for _, labels in train]
+    fresh = [labels.tolist() for _, labels in loader(shards, "train", workers=2, epoch=1)]
+    assert first != second == fresh
 
 
 def test_resuming_mid_epoch_continues_the_same_batches(shards):
@@ -239,25 +264,37 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path):
                                                     f"({relpath})"]  # fmt: skip
 
 
-def test_training_validating_and_evaluating_from_shards(cache_dir, tmp_path):
-    """A real run on data=sample_shards (written on first use), its val/test counts, the
-    prediction grid from the shards, and eval.py reproducing its test figures."""
+def test_training_resuming_and_evaluating_from_shards(cache_dir, tmp_path):
+    """A real run on data=sample_shards (written on first use): its train/val/test counts and
+    the prediction grid from the shards; eval.py reproduces its test figures; and the run
+    resumed from a checkpoint taken after step 2 of 4 (Lightning stores the loader's position
+    in it) trains on exactly batches 3 and 4 of the uninterrupted run."""
     from cnnzoo.tasks.evaluate import run_eval
     from cnnzoo.tasks.train import train
 
-    record = tmp_path / "batches.json"
-    out = tmp_path / "run"
-    overrides = [*tiny_overrides(cache_dir, out), "data=sample_shards", "data.shard_size=10",
-                 f"data.root={tmp_path / 'shards'}",
-                 "data.num_workers=2", "logger=none", "callbacks.prediction_grid.times=1",
-                 "callbacks.prediction_grid.images=4",
-                 "+callbacks.record._target_=probes.BatchRecorder",
-                 f"+callbacks.record.path={record}"]  # fmt: skip
-    overrides.remove("callbacks.prediction_grid=null")
-    cfg = compose_train(overrides, out=out)
-    train(cfg)
+    def run(name: str, *extra: str) -> tuple[list, DictConfig]:
+        out, batches = tmp_path / name, tmp_path / f"{name}.json"
+        overrides = [*tiny_overrides(cache_dir, out), "data=sample_shards", "data.shard_size=10",
+                     f"data.root={tmp_path / 'shards'}", "data.num_workers=2", "logger=none",
+                     "trainer.limit_train_batches=4",
+                     "+callbacks.batches._target_=probes.TrainBatches",
+                     f"+callbacks.batches.path={batches}", *extra]  # fmt: skip
+        if any(o.startswith("callbacks.prediction_grid.") for o in extra):
+            overrides.remove("callbacks.prediction_grid=null")
+        cfg = compose_train(overrides, out=out)
+        train(cfg)
+        return json.loads(batches.read_text()), cfg
+
+    out, mid, record = tmp_path / "straight", tmp_path / "mid", tmp_path / "record.json"
+    straight, cfg = run("straight", "callbacks.prediction_grid.times=1",
+                        "callbacks.prediction_grid.images=4",
+                        "+callbacks.record._target_=probes.BatchRecorder",
+                        f"+callbacks.record.path={record}",
+                        "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+                        f"+callbacks.mid.dirpath={mid}", "+callbacks.mid.every_n_train_steps=2",
+                        "+callbacks.mid.save_top_k=-1")  # fmt: skip
     seen = json.loads(record.read_text())
-    assert seen["train"]["images"] == 3 * 8  # limit_train_batches=3
+    assert seen["train"]["images"] == 4 * 8  # limit_train_batches=4
     assert seen["val"]["images"] == seen["test"]["images"] == 40
     assert (out / "predictions" / "epoch_000.png").stat().st_size > 5000
     results = json.loads((out / "results.json").read_text())
@@ -267,27 +304,6 @@ def test_training_validating_and_evaluating_from_shards(cache_dir, tmp_path):
     assert evaluated["images"] == 40
     assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
 
-
-def test_lightning_resumes_shards_mid_epoch_with_the_same_batches(cache_dir, tmp_path):
-    """A checkpoint taken after step 2 of 4 (Lightning stores the loader's position in it):
-    the run resumed from it trains on exactly batches 3 and 4 of the uninterrupted run."""
-    from cnnzoo.tasks.train import train
-
-    def run(name: str, *extra: str) -> list:
-        out, record = tmp_path / name, tmp_path / f"{name}.json"
-        overrides = [*tiny_overrides(cache_dir, out), "data=sample_shards", "data.shard_size=10",
-                     f"data.root={tmp_path / 'shards'}", "data.num_workers=2", "logger=none",
-                     "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-                     "+callbacks.record._target_=probes.TrainBatches",
-                     f"+callbacks.record.path={record}", *extra]  # fmt: skip
-        train(compose_train(overrides, out=out))
-        return json.loads(record.read_text())
-
-    mid = tmp_path / "mid"
-    saver = "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint"
-    straight = run("straight", saver, f"+callbacks.mid.dirpath={mid}",
-                   "+callbacks.mid.every_n_train_steps=2",
-                   "+callbacks.mid.save_top_k=-1")  # fmt: skip
     assert [b[:2] for b in straight] == [[0, 0], [0, 1], [0, 2], [0, 3]]
-    resumed = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")  # quoted: '=' in it
+    resumed, _ = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")  # quoted: has '='
     assert resumed == straight[2:]

@@ -38,7 +38,9 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -104,21 +106,23 @@ def write_shards(
     _start_or_resume(dst, plan)
     jobs, shards = [], {}
     for split, index in (("train", train), ("val", val)):
-        order = np.random.default_rng(seed).permutation(len(index)) if split == "train" else None
-        order = np.arange(len(index)) if order is None else order
+        shuffled = split == "train"
+        order = (
+            np.random.default_rng(seed).permutation(len(index)) if shuffled else range(len(index))
+        )
         (dst / split).mkdir(exist_ok=True)
         shards[split] = []
         for number, start in enumerate(range(0, len(order), shard_size)):
-            keys = order[start : start + shard_size].tolist()
+            keys = list(order[start : start + shard_size])
             name = f"{split}/{split}-{number:06d}.tar"
             shards[split].append({"name": name, "images": len(keys)})
             if not (dst / name).is_file():  # finished shards are renamed into place
                 members = [(k, index.relpath(k), int(index.targets[k])) for k in keys]
                 jobs.append((index.folder, members, str(dst / name)))
-    done = sum(plan["images"].values()) - sum(len(j[1]) for j in jobs)
+    total = sum(plan["images"].values())
     with Progress(console=Console(stderr=True)) as progress:
-        task = progress.add_task("writing shards", total=done + sum(len(j[1]) for j in jobs))
-        progress.update(task, completed=done)
+        task = progress.add_task("writing shards", total=total)
+        progress.update(task, completed=total - sum(len(job[1]) for job in jobs))
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for future in as_completed([pool.submit(_write_shard, *job) for job in jobs]):
@@ -189,7 +193,8 @@ def _write_json(path: Path, value: dict) -> None:
 def load_meta(root: Path | None, setting: str) -> dict:
     """The shard folder's metadata, checked: ``DataError`` saying what is missing and what to do."""
     if root is None:
-        raise DataError(f"no shard folder given. Set {setting}; write one with {WRITE_COMMAND}.")
+        command = WRITE_COMMAND.format(dst="DIR")
+        raise DataError(f"no shard folder given. Set {setting}; write one with {command}.")
     if not root.is_dir():
         raise DataError(
             f"shard folder {root} does not exist. Set {setting} to the --dst of "
@@ -340,7 +345,7 @@ class ShardStream(IterableDataset):
             fields = sorted(k for k in sample if not k.startswith("__"))
             raise DataError(
                 f"{name} has fields {fields}, not an image and a .cls: not a shard "
-                f"of cnnzoo's format; write it with {WRITE_COMMAND}."
+                f"of cnnzoo's format; write it with {WRITE_COMMAND.format(dst='DIR')}."
             )
         if "path" in sample:
             name += f" ({sample['path'].decode()})"
@@ -438,7 +443,7 @@ class ShardLoader(DataLoader):
 
 class ShardDataModule(ImageFolderDataModule):
     """ImageNet (or any classes) from the WebDataset shards of ``python -m cnnzoo.data.shards``:
-    the same batches semantics, recipes, device-side normalisation and mixing, bad-file policy
+    the same batch semantics, recipes, device-side normalisation and mixing, bad-file policy
     and exact resume as ``data=imagenet``; the test stage scores the val shards.
 
     Args (beyond ``ImageFolderDataModule``'s):
@@ -596,9 +601,24 @@ class SampleShardDataModule(ShardDataModule):
         }
 
     def prepare_data(self) -> None:
-        if not (self.root / META).is_file():
-            ensure_sample_dataset(self.source, **self.generation)
-            write_shards(self.source, self.root, shard_size=self.shard_size)
+        """Write the shards into a temporary sibling folder renamed into place (as the sample
+        set itself): every rank calls this, and a crash never leaves a partial set."""
+        if (self.root / META).is_file():
+            return
+        if self.root.exists():
+            raise DataError(f"{self.root} exists but holds no finished sample shards ({META}). "
+                            "It is a cache folder: delete it to write them again.")  # fmt: skip
+        ensure_sample_dataset(self.source, **self.generation)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        try:
+            write_shards(self.source, tmp, shard_size=self.shard_size)
+            try:
+                tmp.rename(self.root)
+            except OSError:
+                if not (self.root / META).is_file():  # not another rank finishing first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
