@@ -303,6 +303,8 @@ def test_training_resuming_and_evaluating_from_shards(cache_dir, tmp_path):
     evaluated = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
     assert evaluated["images"] == 40
     assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
+    rows = Path(evaluated["per_class_csv"]).read_text().splitlines()
+    assert rows[1].startswith("0,n01440764,tench,4,")  # wnids from the shards' metadata
 
     assert [b[:2] for b in straight] == [[0, 0], [0, 1], [0, 2], [0, 3]]
     resumed, _ = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")  # quoted: has '='

@@ -315,6 +315,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         name_of = imagenet_name_of()
         return [name_of.get(c, c) for c in self.datasets["train"].classes]
 
+    def class_ids(self) -> list[str]:
+        """The class folders' names (wnids for ImageNet) by class index."""
+        self.setup()
+        return list(self.datasets["train"].classes)
+
     def _checked_root(self) -> Path:
         if self.root is None:
             raise DataError(f"no data folder given. Set {self.root_setting}; expected {LAYOUT}.")

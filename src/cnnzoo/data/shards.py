@@ -569,6 +569,10 @@ class ShardDataModule(ImageFolderDataModule):
     def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
         return self.stream("val", workers=0).first_items(count)
 
+    def class_ids(self) -> list[str]:
+        self.setup()
+        return list(self.meta["classes"])
+
     def class_names(self) -> list[str]:
         """The shards' class names; away from the shards, ImageNet's (as ``data=imagenet``)."""
         if self.meta is None and not (self.root is not None and (self.root / META).is_file()):

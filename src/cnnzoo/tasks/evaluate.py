@@ -206,7 +206,7 @@ def most_confused(confusion: Tensor, names: list[str], n: int = 10) -> list[dict
 
 
 def write_per_class(path: Path, confusion: Tensor, top5_hits: Tensor, names, datamodule) -> None:
-    folders = getattr(datamodule.datasets.get("train"), "classes", None) or names
+    folders = datamodule.class_ids() if hasattr(datamodule, "class_ids") else names
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "wnid", "name", "images", "acc_top1", "acc_top5"])
