@@ -138,6 +138,18 @@ def test_an_unfinished_write_is_finished_and_nothing_is_overwritten(
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
+def test_the_command_writes_in_parallel_and_prints_how_to_train(cache_dir, tmp_path, capsys):
+    from cnnzoo.data.shards import main
+
+    args = ["--src", str(cache_dir / SAMPLE), "--dst", str(tmp_path / "s"), "--shard-size", "20"]
+    assert main([*args, "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 80 images in 4 shards" in out and "val: 40 images in 2 shards" in out
+    assert f"data=imagenet_shards data.root={tmp_path / 's'} data.num_classes=10\n" in out
+    assert main(args) == 1  # a finished set is not written over
+    assert "already holds shards" in capsys.readouterr().err
+
+
 def test_problems_are_named(shards, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_meta(tmp_path / "nowhere", "data.root")
