@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,15 @@ def tensor_rate(transform, files: list[Path]) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def medians(first, second, repeats: int) -> tuple[float, float]:
+    """Median images/s of two measurements, taken alternately ``repeats`` times."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
 def items_rate(dataset) -> float:
     """Images/s of ``dataset[key]`` over the whole dataset (``(index, seed)`` keys for ours)."""
     keys = [(i, i) if isinstance(dataset, IndexedImages) else i for i in range(len(dataset))]
@@ -189,11 +199,8 @@ def main() -> None:
             ("eval transform 256 -> 224 px, decode included (images/s, 1 process)",
              eval_transform(224, 256), ref_eval),
         ]:  # fmt: skip
-            mine_rates, ref_rates = [], []
-            for _ in range(args.repeats):
-                mine_rates.append(pipeline_rate(mine, files))
-                ref_rates.append(pipeline_rate(ref, files))
-            a, b = statistics.median(mine_rates), statistics.median(ref_rates)
+            a, b = medians(partial(pipeline_rate, mine, files), partial(pipeline_rate, ref, files),
+                           args.repeats)  # fmt: skip
             lines.append(f"| {name} | {a:.0f} | {b:.0f} (torchvision preset) | {a / b:.3f} |")
         # What faster decoding options buy, each against our default (PIL decode, float out).
         for name, option, default in [
@@ -207,11 +214,7 @@ def main() -> None:
              lambda: pipeline_rate(eval_transform(224, 256), files, draft=256),
              lambda: pipeline_rate(eval_transform(224, 256), files)),
         ]:  # fmt: skip
-            option_rates, default_rates = [], []
-            for _ in range(args.repeats):
-                option_rates.append(option())
-                default_rates.append(default())
-            a, b = statistics.median(option_rates), statistics.median(default_rates)
+            a, b = medians(option, default, args.repeats)
             lines.append(f"| {name} (images/s, 1 process) | {a:.0f} | {b:.0f} | {a / b:.3f} |")
         tree = Path(tmp) / "tree"
         (tree / "c0").mkdir(parents=True)
@@ -226,11 +229,7 @@ def main() -> None:
              lambda: loader_rate(tree, seeded), lambda: loader_rate(tree, manual_seeded),
              "manual_seed"),
         ]:  # fmt: skip
-            option_rates, default_rates = [], []
-            for _ in range(args.repeats):
-                option_rates.append(option())
-                default_rates.append(default())
-            a, b = statistics.median(option_rates), statistics.median(default_rates)
+            a, b = medians(option, default, args.repeats)
             lines.append(f"| {name} (images/s) | {a:.0f} | {b:.0f} ({reference}) "
                          f"| {a / b:.3f} |")  # fmt: skip
     args.out.write_text("\n".join(lines) + "\n")
