@@ -353,6 +353,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def per_device_batch_size(self) -> int:
         return per_device_batch_size(self.batch_size, self.trainer)
 
+    def pass_batch_size(self, train: bool) -> int:
+        """Images per loader batch on this device: the per-device batch; for evaluation divided
+        by the views per image, so a forward pass holds the same number of images."""
+        batch = self.per_device_batch_size()
+        return batch if train else max(1, batch // CROPS[self.eval_crop])
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         sampler = SeededSampler(
@@ -364,9 +370,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
         if trainer is not None:  # the order of the epoch a resumed run starts in
             sampler.set_epoch(trainer.current_epoch)
-        batch = self.per_device_batch_size()
-        if not shuffle:  # the same images per forward pass whatever the views per image
-            batch = max(1, batch // CROPS[self.eval_crop])
+        batch = self.pass_batch_size(train=shuffle)
         workers = self.workers()
         return ResumableDataLoader(
             self.datasets[split],

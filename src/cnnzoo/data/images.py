@@ -51,38 +51,37 @@ def load_image(path: str, decoder: str = "torchvision"):
     tensor from ``torchvision.io.decode_image`` (libjpeg-turbo; 1.5x to 1.9x the images/s of the
     PIL path per worker, BENCHMARKS.md), falling back to PIL for what it cannot read; with
     ``pil``, an RGB PIL image. Unreadable: ``BadImageError``."""
-    if decoder == "torchvision":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # see _decode_tensor
-                from torchvision.io import read_file
-
-                return _decode_tensor(read_file(path))
-        except (ImportError, RuntimeError, ValueError, OSError):
-            pass  # PIL decides (and names the reason when it cannot read it either)
-    return load_rgb(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+    return decode_bytes(data, path, decoder)
 
 
 def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
-    """``load_image`` for an image already in memory (a sample of a shard); ``name`` says
-    where it came from in a ``BadImageError``."""
+    """``load_image`` for an image already in memory (a file's bytes, a sample of a shard);
+    ``name`` says where it came from in a ``BadImageError``."""
     if decoder == "torchvision":
         try:
-            return _decode_tensor(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its decoders for TorchCodec's (see the note in
+                # BENCHMARKS.md); when they are gone this falls back to PIL.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from torchvision.io import ImageReadMode, decode_image
+
+                buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return decode_image(buffer, mode=ImageReadMode.RGB)
         except (ImportError, RuntimeError, ValueError):
-            pass
+            pass  # PIL decides (and names the reason when it cannot read it either)
     return _pil_rgb(io.BytesIO(data), name)
 
 
-def _decode_tensor(data: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``decode_image`` to RGB uint8. torchvision 0.29 deprecates its decoders for
-    TorchCodec's (see the note in BENCHMARKS.md); when they are gone the callers fall back to
-    PIL."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_image
-
-        return decode_image(data, mode=ImageReadMode.RGB)
+def skip_or_raise(error: BadImageError, on_bad_file: str, skip_log: Path | None, remedy: str):
+    """The ``on_bad_file`` policy for an unreadable image: ``"error"`` raises a DataError naming
+    it and ``remedy``; ``"skip"`` appends it to ``skip_log`` (the caller leaves it out)."""
+    if on_bad_file == "error":
+        raise DataError(f"cannot read image {error.path} ({error.reason}). {remedy}") from None
+    record_skipped(skip_log, error.path, error.reason)
 
 
 class IndexedImages(Dataset):
@@ -129,14 +128,12 @@ class IndexedImages(Dataset):
         try:
             image = load_image(path, self.decoder)
         except BadImageError as e:
-            if self.on_bad_file == "error":
-                raise DataError(
-                    f"cannot read image {e.path} ({e.reason}). List every unreadable file with "
-                    f"`python -m cnnzoo.data.verify {self.index.folder}`, or set "
-                    "data.on_bad_file=skip to leave such files out (they are listed at the end "
-                    "of each epoch)."
-                ) from None
-            record_skipped(self.skip_log, e.path, e.reason)
+            remedy = (
+                f"List every unreadable file with `python -m cnnzoo.data.verify "
+                f"{self.index.folder}`, or set data.on_bad_file=skip to leave such files out "
+                "(they are listed at the end of each epoch)."
+            )
+            skip_or_raise(e, self.on_bad_file, self.skip_log, remedy)
             return None
         with seeded(seed):
             return self.transform(image), int(self.index.targets[index])

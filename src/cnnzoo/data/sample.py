@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -176,18 +178,29 @@ def ensure_sample_dataset(
             f"(found {_marker(root) or 'no ' + MARKER}). It is a cache folder: delete it to "
             "regenerate, or point data.root (or paths.cache_dir) somewhere else."
         )
+    build_in_place(
+        root,
+        partial(generate, train_per_class=train_per_class, val_per_class=val_per_class, seed=seed),
+        lambda: _marker(root) == wanted,
+    )
+    return root
+
+
+def build_in_place(root: Path, build: Callable[[Path], object], done: Callable[[], bool]) -> None:
+    """``build(tmp)`` in a temporary sibling folder, then renamed to ``root``: an interrupted
+    build never leaves a partial folder, and when several processes (DDP ranks) build at once
+    the first rename wins and the others, finding ``done()``, use it."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        generate(tmp, train_per_class=train_per_class, val_per_class=val_per_class, seed=seed)
+        build(tmp)
         try:
             tmp.rename(root)
         except OSError:
-            if _marker(root) != wanted:  # not another process finishing the same job first
+            if not done():  # not another process finishing the same job first
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 def _marker(root: Path) -> dict | None:

@@ -38,9 +38,7 @@ import json
 import logging
 import os
 import random
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -55,10 +53,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.datamodule import ImageFolderDataModule
-from cnnzoo.data.images import BadImageError, decode_bytes, record_skipped, skip_bad_collate
+from cnnzoo.data.images import BadImageError, decode_bytes, skip_bad_collate, skip_or_raise
 from cnnzoo.data.loading import sample_seed, seeded
-from cnnzoo.data.sample import ensure_sample_dataset
-from cnnzoo.data.transforms import CROPS
+from cnnzoo.data.sample import build_in_place, ensure_sample_dataset
 from cnnzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -255,21 +252,22 @@ class ShardStream(IterableDataset):
         decoder: str = "torchvision",
         on_bad_file: str = "error",
         skip_log: Path | None = None,
-        classes: tuple[str, ...] = (),
     ) -> None:
         self.urls = [str(root / s["name"]) for s in shards]
         self.counts = [int(s["images"]) for s in shards]
         self.train, self.batch_size, self.transform = train, batch_size, transform
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.workers = workers
-        self.readers_per_rank = max(1, workers)
         self.shuffle_buffer = shuffle_buffer
         self.decoder, self.on_bad_file, self.skip_log = decoder, on_bad_file, skip_log
-        self.classes = classes
         # (epoch, batches of it already given): written by the loader, read by the workers;
         # in shared memory so that persistent workers see each epoch's values.
         self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.steps = sum(self.counts) // (world_size * batch_size) if train else None
+
+    @property
+    def readers_per_rank(self) -> int:
+        return max(1, self.workers)  # 0 workers: the main process reads
 
     def readers(self) -> int:
         return self.world_size * self.readers_per_rank
@@ -352,13 +350,12 @@ class ShardStream(IterableDataset):
         try:
             image = decode_bytes(sample[image_key], name, self.decoder)
         except BadImageError as e:
-            if self.on_bad_file == "error":
-                raise DataError(
-                    f"cannot read image {e.path} ({e.reason}). Set data.on_bad_file=skip to "
-                    "leave such images out (listed at the end of each epoch), or write the "
-                    "shards again from a tree that `python -m cnnzoo.data.verify` passes."
-                ) from None
-            record_skipped(self.skip_log, e.path, e.reason)
+            remedy = (
+                "Set data.on_bad_file=skip to leave such images out (listed at the end of each "
+                "epoch), or write the shards again from a tree that `python -m "
+                "cnnzoo.data.verify` passes."
+            )
+            skip_or_raise(e, self.on_bad_file, self.skip_log, remedy)
             return None
         key = int(sample["__key__"])
         with seeded(sample_seed(self.seed, epoch, key) if self.train else key):
@@ -528,7 +525,7 @@ class ShardDataModule(ImageFolderDataModule):
                     usable,
                 )
                 workers = usable
-        batch = batch_size or self.per_device_batch_size()
+        batch = batch_size or self.pass_batch_size(train)
         return ShardStream(
             self.root,
             shards,
@@ -543,14 +540,10 @@ class ShardDataModule(ImageFolderDataModule):
             decoder=self.decoder,
             on_bad_file=self.on_bad_file,
             skip_log=self.skip_log,
-            classes=tuple(self.meta["classes"]),
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        batch = self.per_device_batch_size()
-        if not shuffle:  # the same images per forward pass whatever the views per image
-            batch = max(1, batch // CROPS[self.eval_crop])
-        stream = self.stream(split, batch_size=batch)
+        stream = self.stream(split)
         trainer = self.trainer
         return ShardLoader(
             stream,
@@ -613,16 +606,11 @@ class SampleShardDataModule(ShardDataModule):
             raise DataError(f"{self.root} exists but holds no finished sample shards ({META}). "
                             "It is a cache folder: delete it to write them again.")  # fmt: skip
         ensure_sample_dataset(self.source, **self.generation)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
-        try:
-            write_shards(self.source, tmp, shard_size=self.shard_size)
-            try:
-                tmp.rename(self.root)
-            except OSError:
-                if not (self.root / META).is_file():  # not another rank finishing first
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        build_in_place(
+            self.root,
+            lambda tmp: write_shards(self.source, tmp, shard_size=self.shard_size),
+            (self.root / META).is_file,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
