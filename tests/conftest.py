@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -33,6 +36,27 @@ def tiny_datamodule(root, **kwargs):
 
     options = {"num_classes": 10, "batch_size": 8, "num_workers": 0, "image_size": 32}
     return ImageFolderDataModule(root, **(options | {"eval_resize": 36} | kwargs))
+
+
+def fake_trainer(
+    world_size: int = 1,
+    rank: int = 0,
+    epoch: int = 0,
+    accumulate: int = 1,
+    device: str = "cpu",
+    devices: int = 1,
+) -> SimpleNamespace:
+    """What a DataModule asks of its trainer, without one; ``device`` may be one this machine
+    does not have (a CUDA trainer's decisions are checked on the CPU)."""
+    return SimpleNamespace(
+        world_size=world_size,
+        global_rank=rank,
+        accumulate_grad_batches=accumulate,
+        current_epoch=epoch,
+        num_devices=devices,
+        training=False,
+        strategy=SimpleNamespace(root_device=torch.device(device)),
+    )
 
 
 def tiny_overrides(cache_dir: Path, out: Path) -> list[str]:

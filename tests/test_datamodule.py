@@ -1,9 +1,8 @@
 """The ImageFolder DataModule: clear errors for bad trees, global batch semantics."""
 
-from types import SimpleNamespace
-
 import pytest
-from conftest import tiny_datamodule
+import torch
+from conftest import fake_trainer, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError, DataError
@@ -52,16 +51,31 @@ def test_eval_resize_below_crop_is_a_config_error():
 def test_global_batch_is_split_over_the_world(cache_dir):
     dm = module(str(next(cache_dir.glob("sample_*"))), batch_size=12)
     dm.setup()
-    dm.trainer = SimpleNamespace(
-        world_size=3, accumulate_grad_batches=1, global_rank=0, current_epoch=0
-    )
+    dm.trainer = fake_trainer(world_size=3)
     assert dm.train_dataloader().batch_size == 4
-    dm.trainer = SimpleNamespace(
-        world_size=3, accumulate_grad_batches=2, global_rank=0, current_epoch=0
-    )
+    dm.trainer = fake_trainer(world_size=3, accumulate=2)
     assert dm.train_dataloader().batch_size == 2  # 3 processes x 2 passes x 2 = 12 per step
-    dm.trainer = SimpleNamespace(
-        world_size=5, accumulate_grad_batches=1, global_rank=0, current_epoch=0
-    )
+    dm.trainer = fake_trainer(world_size=5)
     with pytest.raises(ConfigError, match="batch_size=12 is the global batch .* world size 5"):
         dm.train_dataloader()
+
+
+def test_device_defaults_follow_the_trainer_attached_later(cache_dir):
+    """The train task checks the data (setup) before the trainer exists; the loaders are built
+    once it is attached, and follow its device: uint8 batches for a CUDA trainer (normalised
+    there), floats for a CPU one; num_workers=auto shares the node's CPUs among its devices."""
+    import os
+
+    from cnnzoo.data.datamodule import auto_workers
+
+    dm = module(str(next(cache_dir.glob("sample_*"))), num_workers="auto")
+    dm.setup("fit")  # no trainer yet
+    dm.trainer = fake_trainer(device="cuda", devices=2)
+    loader = dm.train_dataloader()
+    assert loader.num_workers == auto_workers(len(os.sched_getaffinity(0)), 2)
+    dm.num_workers = 0  # (the batch itself, read in this process)
+    images, _ = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8
+    assert next(iter(dm.val_dataloader()))[0].dtype == torch.uint8
+    dm.trainer = fake_trainer(device="cpu")
+    assert next(iter(dm.train_dataloader()))[0].dtype == torch.float32

@@ -1,5 +1,7 @@
 """Polyak averaging: the EMA follows its formula, is scored alongside, and is saved."""
 
+import csv
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -59,3 +61,19 @@ def test_checkpoint_without_ema_says_how_to_get_one(cache_dir, tmp_path, offline
     train(compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none"], out=tmp_path))
     with pytest.raises(ConfigError, match="no EMA weights: train with callbacks=ema"):
         net_state_dict(tmp_path / "checkpoints" / "best.ckpt", ema=True)
+
+
+@pytest.mark.parametrize("eval_crop", ["center", "ten"])
+def test_ema_scores_what_validation_scores(cache_dir, tmp_path, offline_env, eval_crop):
+    """uint8 batches normalised on the device, and (N, 10, 3, H, W) ten-crop batches, reach the
+    averaged network as they reach the trained one: with a decay of ~0 the average is the
+    trained network, so val_ema equals val (the EMA's own loop crashed on uint8 batches)."""
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "callbacks=ema", "callbacks.ema.decay=1e-9",
+                 "logger=csv", "data.normalize_on_device=true", f"data.eval_crop={eval_crop}"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    val = {k: float(v) for row in rows for k, v in row.items() if k.startswith("val/") and v}
+    ema = {k: float(v) for row in rows for k, v in row.items() if k.startswith("val_ema/") and v}
+    assert {"val_ema/acc_top1", "val_ema/acc_top5", "val_ema/loss"} <= ema.keys()
+    assert ema == pytest.approx({k.replace("val/", "val_ema/"): v for k, v in val.items()},
+                                rel=1e-4)  # fmt: skip

@@ -1,11 +1,10 @@
 """Reproducible, resumable loading: order and augmentation from (seed, epoch, image) alone."""
 
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_datamodule
+from conftest import fake_trainer, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.loading import SeededSampler
@@ -19,12 +18,6 @@ def datamodule(cache_dir, **kwargs) -> ImageFolderDataModule:
     dm = tiny_datamodule(sample_root(cache_dir), **({"shuffle_seed": 3} | kwargs))
     dm.setup()
     return dm
-
-
-def fake_trainer(world_size=1, rank=0, epoch=0) -> SimpleNamespace:
-    return SimpleNamespace(
-        world_size=world_size, global_rank=rank, accumulate_grad_batches=1, current_epoch=epoch
-    )
 
 
 def test_order_depends_on_seed_and_epoch_only():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SAMPLE, compose_train, tiny_overrides
+from conftest import TINY_SAMPLE, compose_train, fake_trainer, tiny_overrides
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.data.index import scan
@@ -38,21 +38,11 @@ def datamodule(root, **kwargs) -> ShardDataModule:
     return ShardDataModule(str(root), **(options | kwargs))
 
 
-class FakeTrainer:
-    """What the DataModule asks of its trainer: this process's rank, the world, the epoch."""
-
-    def __init__(self, rank=0, world_size=1, epoch=0) -> None:
-        self.global_rank, self.world_size, self.current_epoch = rank, world_size, epoch
-        self.accumulate_grad_batches, self.num_devices = 1, world_size
-        self.strategy = type("S", (), {"root_device": torch.device("cpu")})()
-        self.training = False
-
-
 def loader(root, split: str, rank=0, world_size=1, workers=0, epoch=0, transform=None,
            **kwargs) -> ShardLoader:  # fmt: skip
     """This rank's loader of ``split``; with ``transform``, that instead of the recipe's."""
     dm = datamodule(root, num_workers=workers, **kwargs)
-    dm.trainer = FakeTrainer(rank, world_size, epoch)
+    dm.trainer = fake_trainer(world_size, rank, epoch, devices=world_size)
     if transform is None:
         return dm.train_dataloader() if split == "train" else dm._loader(split, shuffle=False)
     stream = dm.stream(split, transform=transform)
@@ -220,7 +210,7 @@ def test_persistent_workers_learn_each_new_epoch(shards):
     """Lightning keeps one loader (and its worker processes) for the whole run: the epoch the
     trainer is in reaches the workers, so epoch 1 is epoch 1's order, not epoch 0's again."""
     dm = datamodule(shards, num_workers=2)
-    dm.trainer = FakeTrainer(epoch=0)
+    dm.trainer = fake_trainer(epoch=0)
     train = dm.train_dataloader()
     assert train.persistent_workers
     first = [labels.tolist() for _, labels in train]
@@ -267,7 +257,7 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path):
     with pytest.raises(DataError, match=rf"val-000001.tar: 00000005 \({relpath}\).*on_bad_file"):
         list(loader(tmp_path / "shards", "val"))
     dm = datamodule(tmp_path / "shards", on_bad_file="skip", batch_size=20)
-    dm.trainer = FakeTrainer()
+    dm.trainer = fake_trainer()
     (images, _), = list(dm._loader("val", shuffle=False))  # fmt: skip
     assert len(images) == 19
     report, trainer = BadFileReport(), type("T", (), {"datamodule": dm, "current_epoch": 0})()

@@ -153,14 +153,26 @@ class ClassificationModule(pl.LightningModule):
             "(trainer.gradient_clip_val=1.0), and check the data for broken images."
         )
 
+    def score(self, images: Tensor, labels: Tensor, net: nn.Module | None = None):
+        """(scores, mean loss) of a device batch as every evaluation scores it: logits of
+        (N, 3, H, W) images, or the view-averaged probabilities of (N, V, 3, H, W) views
+        (ten-crop, flip). ``net``: another network of the same architecture (the EMA average)
+        in place of ``self.net``, fed in the same memory format."""
+
+        def forward(x: Tensor) -> Tensor:
+            if net is None:
+                return self(x)
+            return split_outputs(net(x.contiguous(memory_format=self.memory_format)))[0]
+
+        if images.ndim == 5:  # (N, views, 3, H, W): ten-crop or flip evaluation
+            scores = view_probabilities(forward, images)
+            return scores, F.nll_loss(scores.clamp_min(1e-12).log(), labels)
+        scores = forward(images)
+        return scores, F.cross_entropy(scores, labels)
+
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, labels = batch
-        if images.ndim == 5:  # (N, views, 3, H, W): ten-crop or flip evaluation
-            scores = view_probabilities(self, images)
-            loss = F.nll_loss(scores.clamp_min(1e-12).log(), labels)
-        else:
-            scores = self(images)
-            loss = F.cross_entropy(scores, labels)
+        scores, loss = self.score(images, labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
         getattr(self, f"{stage}_metrics").update(scores, labels)
 

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from cnnzoo.module import split_outputs, topk_metrics
+from cnnzoo.module import topk_metrics
 
 
 class EMA(Callback):
@@ -54,6 +53,9 @@ class EMA(Callback):
 
     @torch.no_grad()
     def _score(self, trainer: pl.Trainer, pl_module, loader, prefix: str) -> None:
+        """Score the average on ``loader`` through the module's own path: the DataModule's
+        device transfer (uint8 -> normalised floats on the device), the same view averaging
+        and loss as ``val/...``, under the run's precision."""
         if self.average is None or loader is None:
             return
         net = self.average.module.to(pl_module.device).eval()
@@ -61,12 +63,13 @@ class EMA(Callback):
         metrics = metrics.to(pl_module.device)
         loss_sum = torch.zeros((), device=pl_module.device)
         count = torch.zeros((), device=pl_module.device)
-        for images, labels in loader:
-            images, labels = images.to(pl_module.device), labels.to(pl_module.device)
-            logits = split_outputs(net(images.contiguous(memory_format=pl_module.memory_format)))[0]
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        for batch in loader:
+            images, labels = pl_module._apply_batch_transfer_handler(batch, pl_module.device)
+            with trainer.precision_plugin.val_step_context():
+                scores, loss = pl_module.score(images, labels, net)
+            loss_sum += loss.float() * labels.numel()
             count += labels.numel()
-            metrics.update(logits, labels)
+            metrics.update(scores, labels)
         loss = trainer.strategy.reduce(loss_sum, reduce_op="sum") / trainer.strategy.reduce(
             count, reduce_op="sum"
         )

@@ -9,8 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from cnnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
-from cnnzoo.module import view_probabilities
+from cnnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class PredictionGrid(pl.Callback):
             return
         images = torch.stack([image for image, _ in items])
         labels = [int(label) for _, label in items]
-        probabilities = self._predict(pl_module, images)
+        probabilities = self._predict(pl_module, images, torch.tensor(labels))
         path = (
             Path(trainer.default_root_dir)
             / "predictions"
@@ -61,16 +60,15 @@ class PredictionGrid(pl.Callback):
                 logger.experiment.add_figure("val/predictions", figure, trainer.global_step)
 
     @torch.no_grad()
-    def _predict(self, pl_module: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
+    def _predict(self, pl_module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Probabilities of the val items, scored as validation scores them (the DataModule's
+        device transfer, view averaging)."""
         was_training = pl_module.training
         pl_module.eval()
         try:
-            x = images.to(pl_module.device)
-            if x.dtype == torch.uint8:
-                x = normalize_batch(x)
-            if x.ndim == 5:  # multi-view eval (flip, ten-crop)
-                return view_probabilities(pl_module, x).cpu()
-            return pl_module(x).float().softmax(dim=1).cpu()
+            x, y = pl_module._apply_batch_transfer_handler((images, labels), pl_module.device)
+            scores, _ = pl_module.score(x, y)
+            return (scores if x.ndim == 5 else scores.float().softmax(dim=1)).cpu()
         finally:
             pl_module.train(was_training)
 

@@ -129,6 +129,10 @@ class CIFARDataModule(ImageFolderDataModule):
             "test": test,
         }
 
+    def device_transforms(self):
+        """CIFAR's own (train, eval) transforms: normalised with CIFAR's statistics on the CPU."""
+        return self.cifar_train_tf, self.cifar_eval_tf
+
     def class_names(self) -> list[str]:
         self.setup()
         return list(self.datasets["train"].classes)

@@ -197,7 +197,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 train, self.samples_per_class, self.split_seed + 1, at_most=True
             )
         self._report_counts(train, held_out, official_val)
-        train_tf, eval_tf = self._transforms()
+        self._open_skip_log()
+        train_tf, eval_tf = self.device_transforms()
 
         def dataset(index: SplitIndex, transform) -> IndexedImages:
             return IndexedImages(index, transform, self.on_bad_file, self.skip_log, self.decoder)
@@ -209,18 +210,30 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "test": test,
         }
 
-    def _transforms(self):
-        """(train, eval) transforms for the device the trainer runs on; the skip log when
-        unreadable files are skipped."""
-        on_device = self._normalizes_on_device()
+    def _open_skip_log(self) -> None:
+        """A fresh file for the unreadable files this process skips (``on_bad_file=skip``)."""
+        if self.on_bad_file == "skip" and self.skip_log is None:
+            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
+
+    def _use_device_transforms(self) -> None:
+        """Give the datasets the transforms for the device the trainer runs on now. Called as
+        each loader is built: ``setup`` may have run before a trainer was attached (the train
+        task checks the data first), when the device was not yet known."""
+        train_tf, eval_tf = self.device_transforms()
+        self.datasets["train"].transform = train_tf
+        for split in ("val", "test"):
+            self.datasets[split].transform = eval_tf
+
+    def device_transforms(self):
+        """(train, eval) transforms for the device the trainer runs on: uint8 out when the
+        device normalises (``normalize_on_device``), normalised floats otherwise."""
+        on_device = self.normalizes_on_device()
         image_size, resize = self.sizes
         train_tf = train_transform(image_size, **self.train_options, normalize=not on_device)
         if self.eval_crop == "center":
             eval_tf = eval_transform(image_size, resize, normalize=not on_device)
         else:
             eval_tf = multi_crop_transform(image_size, resize, self.eval_crop, not on_device)
-        if self.on_bad_file == "skip":
-            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
         return train_tf, eval_tf
 
     def _check_classes(self, train: SplitIndex, val: SplitIndex) -> None:
@@ -338,11 +351,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _normalizes_on_device(self) -> bool:
+    def normalizes_on_device(self) -> bool:
+        """``normalize_on_device``, or (null) whether the trainer's device is a CUDA GPU."""
         if self.normalize_on_device is not None:
             return self.normalize_on_device
+        return self.device().type == "cuda"
+
+    def device(self) -> torch.device:
+        """The device this process trains on: the attached trainer's (CPU without one)."""
         trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def workers(self) -> int:
         if self.num_workers != "auto":
@@ -360,6 +378,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return batch if train else max(1, batch // CROPS[self.eval_crop])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self._use_device_transforms()
         trainer = self.trainer
         sampler = SeededSampler(
             len(self.datasets[split]),

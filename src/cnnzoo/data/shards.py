@@ -485,7 +485,7 @@ class ShardDataModule(ImageFolderDataModule):
                 f"{self.num_classes}. Set data.num_classes={len(classes)}, or write shards of a "
                 "tree with those classes."
             )
-        self.transforms = self._transforms()
+        self._open_skip_log()
         self.meta = meta
         train, val = (meta["splits"][s] for s in ("train", "val"))
         log.info(
@@ -531,7 +531,7 @@ class ShardDataModule(ImageFolderDataModule):
             shards,
             train=train,
             batch_size=batch,
-            transform=transform or self.transforms[0 if train else 1],
+            transform=transform or self.device_transforms()[0 if train else 1],
             seed=self.shuffle_seed,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=world,
