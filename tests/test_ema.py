@@ -68,8 +68,9 @@ def test_ema_scores_what_validation_scores(cache_dir, tmp_path, offline_env, eva
     """uint8 batches normalised on the device, and (N, 10, 3, H, W) ten-crop batches, reach the
     averaged network as they reach the trained one: with a decay of ~0 the average is the
     trained network, so val_ema equals val (the EMA's own loop crashed on uint8 batches)."""
-    overrides = [*tiny_overrides(cache_dir, tmp_path), "callbacks=ema", "callbacks.ema.decay=1e-9",
-                 "logger=csv", "data.normalize_on_device=true", f"data.eval_crop={eval_crop}"]  # fmt: skip
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "callbacks=ema", "logger=csv",
+                 "callbacks.ema.decay=1e-9", "data.normalize_on_device=true",
+                 f"data.eval_crop={eval_crop}"]  # fmt: skip
     train(compose_train(overrides, out=tmp_path))
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     val = {k: float(v) for row in rows for k, v in row.items() if k.startswith("val/") and v}
