@@ -18,7 +18,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dali]'
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install cnnzoo with its dev tools (only when needed)

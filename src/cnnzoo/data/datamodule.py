@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cnnzoo.data import dali
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.images import DECODERS, IndexedImages, read_skipped, skip_bad_collate
 from cnnzoo.data.index import SplitIndex, load_index
@@ -34,6 +35,7 @@ from cnnzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+LOADERS = ("workers", "dali")
 LAYOUT = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
 SPLITS = ("train", "val")
 # ILSVRC-2012's official image counts, checked when the tree is the whole of it.
@@ -70,6 +72,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             ``reindex`` rebuilds it.
         num_workers: DataLoader processes per device, or ``"auto"``: the CPUs this process may
             use divided by the devices of this node, minus one for the main process, at most 8.
+            With ``loader=dali``, DALI's CPU threads per device (``auto``: the same count).
+        loader: ``workers`` (DataLoader worker processes decode and augment) or ``dali``
+            (NVIDIA DALI decodes and augments on the GPU; ``cnnzoo.data.dali``).
+        dali_device: where DALI decodes: ``auto`` (the trainer's CUDA GPU, else DALI's CPU
+            backend), ``gpu`` (an error off a GPU) or ``cpu``.
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         decoder: str = "torchvision",
         index_cache: str | None = None,
         reindex: bool = False,
+        loader: str = "workers",
+        dali_device: str = "auto",
         root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
     ) -> None:
         super().__init__()
@@ -151,6 +160,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         except ValueError as e:
             raise ConfigError(f"data: {e}.") from None
         self.mix = batch_mix(mixup_alpha, cutmix_alpha, num_classes)
+        _choice("loader", loader, LOADERS)
+        _choice("dali_device", dali_device, dali.DEVICES)
+        self.loader, self.dali_device = loader, dali_device
+        if loader == "dali":  # before any work: the package, and the options it has
+            dali.import_dali()
+            dali.check_options(self.train_options)
         self.datasets: dict[str, IndexedImages] = {}
         self.skip_log: Path | None = None
         self._skipped_seen = 0
@@ -377,8 +392,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         batch = self.per_device_batch_size()
         return batch if train else max(1, batch // CROPS[self.eval_crop])
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self._use_device_transforms()
+    def _sampler(self, split: str, shuffle: bool) -> SeededSampler:
+        """This rank's share of ``split`` in the order of the trainer's epoch."""
         trainer = self.trainer
         sampler = SeededSampler(
             len(self.datasets[split]),
@@ -389,6 +404,41 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
         if trainer is not None:  # the order of the epoch a resumed run starts in
             sampler.set_epoch(trainer.current_epoch)
+        return sampler
+
+    def _dali_loader(self, split: str, shuffle: bool) -> "dali.DaliLoader":
+        device_id = dali.dali_device_id(self.dali_device, self.device())
+        lighting = shuffle and bool(self.train_options["lighting"])  # a torch op on the batch
+        uint8 = lighting or (device_id is None and self.normalizes_on_device())
+        options = self.train_options
+        recipe = dali.Recipe(
+            train=shuffle,
+            image_size=self.sizes[0],
+            resize=self.sizes[1],
+            crop=options["crop"],
+            crop_scale=options["crop_scale"],
+            scale_jitter=options["scale_jitter"],
+            hflip=options["hflip"],
+            eval_crop=self.eval_crop,
+            normalize=not uint8,
+        )
+        return dali.DaliLoader(
+            self.datasets[split].index,
+            self._sampler(split, shuffle),
+            recipe,
+            batch_size=self.pass_batch_size(train=shuffle),
+            device_id=device_id,
+            num_threads=self.workers(),
+            on_bad_file=self.on_bad_file,
+            skip_log=self.skip_log,
+            remedy=self.datasets[split].remedy(),
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.loader == "dali":
+            return self._dali_loader(split, shuffle)
+        self._use_device_transforms()
+        sampler = self._sampler(split, shuffle)
         batch = self.pass_batch_size(train=shuffle)
         workers = self.workers()
         return ResumableDataLoader(
@@ -435,9 +485,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """On the device: uint8 images to normalised floats; mixup/cutmix of training batches."""
         images, labels = batch
+        training = self.trainer is not None and self.trainer.training
         if images.dtype == torch.uint8:
+            lighting = self.train_options["lighting"]
+            if self.loader == "dali" and lighting and training:  # on [0, 1], then normalised
+                images = 255 * dali.lighting_batch(images.float() / 255, lighting)
             images = normalize_batch(images)
-        if self.mix is not None and self.trainer is not None and self.trainer.training:
+        if self.mix is not None and training:
             images, labels = self.mix(images, labels)
         return images, labels
 

@@ -122,18 +122,21 @@ class IndexedImages(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def remedy(self) -> str:
+        """What to do about an unreadable file of this split."""
+        return (
+            f"List every unreadable file with `python -m cnnzoo.data.verify "
+            f"{self.index.folder}`, or set data.on_bad_file=skip to leave such files out "
+            "(they are listed at the end of each epoch)."
+        )
+
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int] | None:
         index, seed = key if isinstance(key, tuple) else (key, key)
         path = self.index.path(index)
         try:
             image = load_image(path, self.decoder)
         except BadImageError as e:
-            remedy = (
-                f"List every unreadable file with `python -m cnnzoo.data.verify "
-                f"{self.index.folder}`, or set data.on_bad_file=skip to leave such files out "
-                "(they are listed at the end of each epoch)."
-            )
-            skip_or_raise(e, self.on_bad_file, self.skip_log, remedy)
+            skip_or_raise(e, self.on_bad_file, self.skip_log, self.remedy())
             return None
         with seeded(seed):
             return self.transform(image), int(self.index.targets[index])

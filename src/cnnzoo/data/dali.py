@@ -1,0 +1,410 @@
+"""``data.loader=dali``: NVIDIA DALI decodes and augments the images, on the GPU.
+
+The CPU only reads files; DALI decodes them with nvJPEG ("mixed" device) and crops, resizes,
+flips and normalises on the GPU in one fused pipeline, as NVIDIA's and MLPerf's ImageNet
+trainers do. On a machine without a CUDA GPU the same pipeline runs on DALI's CPU backend.
+
+What stays as with the worker pipeline (``data.loader=workers``), because the same parts decide
+it: the files, labels and class order (the same checked index), the global batch, each rank's
+share of every epoch and its order (``SeededSampler``: the seed and the epoch decide it; val and
+test give every image to exactly one rank, nothing padded, so metrics count each image once),
+the bad-file policy (a file DALI cannot decode is named, or with ``on_bad_file=skip`` left out
+and listed), and the position in the epoch saved in checkpoints.
+
+What differs: the random crop, resize and flip draws come from DALI's generators, seeded from
+(seed, epoch, rank, first batch of the pass). A resume at an epoch boundary therefore repeats
+exactly what an uninterrupted run does; a resume mid-epoch continues with the very images of
+the interrupted epoch in the same order, with other augmentation draws. DALI resizes with its
+own antialiased filter, so pixels differ slightly from torchvision's.
+
+Recipes: ``rrc`` (``decoders.image_random_crop``, fused with decoding), ``alexnet`` and ``vgg``
+(resize, random crop), ``hflip``; AlexNet's ``lighting`` runs as a torch op on the device batch
+(``lighting_batch``); mixup/cutmix as with workers. Colour jitter, auto-augment and random
+erasing have no DALI recipe here: the DataModule refuses them with ``data.loader=dali``.
+Evaluation: ``center``, ``flip`` and ``ten`` crops, as (N, V, 3, H, W) for several views.
+"""
+
+import ctypes
+import itertools
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnzoo.data.images import BadImageError, decode_bytes, skip_or_raise
+from cnnzoo.data.index import SplitIndex
+from cnnzoo.data.loading import SeededSampler, sample_seed
+from cnnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cnnzoo.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+INSTALL = "pip install -e '.[dali]' (NVIDIA's nvidia-dali-cuda130 wheel)"
+# Options of the worker pipeline without a DALI recipe here, with the value that means "off".
+UNSUPPORTED = {"color_jitter": 0.0, "auto_augment": None, "random_erasing": 0.0}
+DEVICES = ("auto", "gpu", "cpu")
+
+
+def import_dali():
+    """The ``nvidia.dali`` package, or a ConfigError naming the extra to install."""
+    try:
+        import nvidia.dali as dali
+        import nvidia.dali.plugin.pytorch  # noqa: F401  (what _run needs)
+    except ImportError as e:
+        raise ConfigError(
+            f"data.loader=dali needs NVIDIA DALI, which is not installed ({e}): {INSTALL}, "
+            "or use data.loader=workers."
+        ) from None
+    return dali
+
+
+def check_options(options: dict) -> None:
+    """Refuse, naming them, the train options the DALI pipeline does not implement."""
+    on = [f"data.{k}={options[k]!r}" for k, off in UNSUPPORTED.items() if options[k] != off]
+    if on:
+        raise ConfigError(
+            f"{', '.join(on)}: not available with data.loader=dali (DALI runs rrc, alexnet and "
+            "vgg crops, hflip, lighting, mixup and cutmix). Turn them off, or use "
+            "data.loader=workers."
+        )
+
+
+def dali_device_id(setting: str, device: torch.device) -> int | None:
+    """The CUDA device DALI decodes on (``mixed``), or None for DALI's CPU backend."""
+    if setting not in DEVICES:
+        raise ConfigError(f"data.dali_device={setting!r}: choose one of {list(DEVICES)}.")
+    if setting == "cpu":
+        return None
+    if device.type == "cuda":
+        return device.index if device.index is not None else torch.cuda.current_device()
+    if setting == "gpu":
+        raise ConfigError(
+            f"data.dali_device=gpu decodes on a CUDA GPU, but this run trains on {device.type}. "
+            "Use trainer=gpu on a machine with one, or data.dali_device=auto (DALI's CPU "
+            "backend off the GPU)."
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the pipeline does to each image (sizes in px)."""
+
+    train: bool
+    image_size: int
+    resize: int  # eval: short side before the centre crop; alexnet: the square it crops from
+    crop: str = "rrc"  # train: rrc | alexnet | vgg
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    scale_jitter: tuple[int, int] = (256, 512)
+    hflip: bool = True
+    eval_crop: str = "center"  # center | flip | ten
+    normalize: bool = True  # False: uint8 out (normalised on the device afterwards)
+
+
+def _graph(recipe: Recipe, encoded, decode_device: str):
+    """The DALI operators from encoded files to (3, H, W) images, or (V, 3, H, W) views."""
+    from nvidia.dali import fn, types
+
+    size = recipe.image_size
+    if recipe.train and recipe.crop == "rrc":
+        images = fn.decoders.image_random_crop(
+            encoded,
+            device=decode_device,
+            output_type=types.RGB,
+            random_area=list(recipe.crop_scale),
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=10,
+        )
+        images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
+        window: dict = {}
+    else:
+        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+        if recipe.train and recipe.crop == "vgg":
+            low, high = recipe.scale_jitter
+            shorter = fn.random.uniform(values=[float(s) for s in range(low, high + 1)])
+            images = fn.resize(images, resize_shorter=shorter, antialias=True)
+        else:
+            images = fn.resize(images, resize_shorter=recipe.resize, antialias=True)
+            if recipe.train:  # alexnet: the centre square, then a random crop of it
+                images = fn.crop(images, crop=(recipe.resize, recipe.resize))
+        window = {"crop": (size, size)}
+        if recipe.train:
+            window["crop_pos_x"] = fn.random.uniform(range=(0.0, 1.0))
+            window["crop_pos_y"] = fn.random.uniform(range=(0.0, 1.0))
+    out = {"output_layout": "CHW", "dtype": types.FLOAT if recipe.normalize else types.UINT8}
+    if recipe.normalize:
+        out["mean"] = [255 * m for m in IMAGENET_MEAN]
+        out["std"] = [255 * s for s in IMAGENET_STD]
+    if recipe.train:
+        mirror = fn.random.coin_flip(probability=0.5) if recipe.hflip else 0
+        return fn.crop_mirror_normalize(images, mirror=mirror, **window, **out)
+    views = [
+        fn.crop_mirror_normalize(
+            images, crop=(size, size), crop_pos_x=x, crop_pos_y=y, mirror=mirror, **out
+        )
+        for x, y, mirror in eval_views(recipe.eval_crop)
+    ]
+    return views[0] if len(views) == 1 else fn.stack(*views)
+
+
+def eval_views(crop: str) -> list[tuple[float, float, int]]:
+    """(x, y, mirror) of each view, in ``MultiCrop``'s order: the centre; the centre and its
+    mirror image; the four corners and the centre, then the same five of the mirrored image."""
+    if crop == "center":
+        return [(0.5, 0.5, 0)]
+    if crop == "flip":
+        return [(0.5, 0.5, 0), (0.5, 0.5, 1)]
+    five = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.5, 0.5)]
+    return [(x, y, 0) for x, y in five] + [(1.0 - x, y, 1) for x, y in five]
+
+
+class DaliLoader:
+    """Batches of (images, labels) from DALI for one rank and split, over a ``SplitIndex``.
+
+    An iterable like a DataLoader: ``len`` batches per epoch, ``sampler`` (Lightning sets its
+    epoch), and the position in the epoch through ``state_dict``/``load_state_dict`` (saved in
+    Lightning's checkpoints). Each pass builds its own pipeline, fed with the files of the
+    sampler's order; the images come out on the decoding GPU (or the CPU).
+
+    Args:
+        device_id: the CUDA device to decode on, or None for DALI's CPU backend.
+        num_threads: DALI's CPU threads (and the file readers').
+        on_bad_file: ``error``: a file DALI cannot decode stops the run, naming it; ``skip``:
+            it is left out of its batch and appended to ``skip_log``.
+    """
+
+    def __init__(
+        self,
+        index: SplitIndex,
+        sampler: SeededSampler,
+        recipe: Recipe,
+        *,
+        batch_size: int,
+        device_id: int | None,
+        num_threads: int = 4,
+        on_bad_file: str = "error",
+        skip_log=None,
+        remedy: str = "",
+    ) -> None:
+        self.index, self.sampler, self.recipe = index, sampler, recipe
+        self.batch_size, self.device_id = batch_size, device_id
+        self.num_threads = max(1, num_threads)
+        self.on_bad_file, self.skip_log, self.remedy = on_bad_file, skip_log, remedy
+        self.drop_last = recipe.train
+        self.batch_sampler = None  # (what Lightning asks of a DataLoader-like iterable)
+        self.skipped: set[int] = set()  # dataset indices left out (on_bad_file=skip)
+        self._consumed = 0
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
+
+    def _batches(self) -> list[list[int]]:
+        """This pass's batches of dataset indices, from the sampler (after a resume's skip)."""
+        self._consumed = self.sampler.pending_skip() // self.batch_size
+        indices = [index for index, _ in self.sampler]
+        batches = [
+            indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)
+        ]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self._batches()
+        epoch, first = self.sampler.epoch, self._consumed
+        done = 0  # batches of this pass handed out
+        while done < len(batches):
+            seed = sample_seed(self.sampler.seed, epoch, -2 - self.sampler.rank) + first + done
+            fed: list[list[int]] = []  # the batches given to this pipeline
+            start = done
+            try:
+                for images, labels in self._run(batches[done:], fed, seed % (2**31)):
+                    done += 1
+                    self._consumed += 1
+                    yield images, labels
+                return
+            except DataError:
+                raise
+            except Exception as e:  # DALI's error for a file it cannot decode names no file
+                self._handle_failure(e, fed[done - start :])
+                # then a new pipeline goes on from the first batch not handed out
+
+    def _run(self, batches: list[list[int]], fed: list, seed: int):
+        """Run one pipeline over ``batches``; ``fed`` collects the batches given to DALI."""
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        pipe = self._pipeline(self._feed(batches, fed), seed)
+        try:
+            pipe.build()
+            stream = (
+                torch.cuda.current_stream(self.device_id) if self.device_id is not None else None
+            )
+            while True:
+                try:
+                    images, labels = pipe.run()
+                except StopIteration:
+                    return
+                out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream)
+                yield out, _labels(labels)
+        except Exception:
+            _park(pipe)
+            raise
+        else:  # (also when the consumer stops early): its threads stop now
+            pipe._shutdown()
+
+    def _feed(self, batches: list[list[int]], fed: list) -> Iterator[tuple[list, list]]:
+        """The encoded files and labels of each batch, read by a pool of threads; files that
+        cannot be read, or that DALI could not decode before, under the bad-file policy."""
+        with ThreadPoolExecutor(self.num_threads) as pool:
+            for batch in batches:
+                read = zip(batch, pool.map(self._read, batch), strict=True)
+                kept = [(i, data) for i, data in read if data is not None]
+                if not kept:
+                    raise DataError(
+                        f"all {len(batch)} images of a batch were unreadable; list them with "
+                        f"`python -m cnnzoo.data.verify {self.index.folder}`."
+                    )
+                fed.append([i for i, _ in kept])
+                labels = [np.array([self.index.targets[i]], dtype=np.int64) for i, _ in kept]
+                yield [data for _, data in kept], labels
+
+    def _read(self, i: int) -> np.ndarray | None:
+        """The file's bytes as DALI may take them; None for one left out (``skip``).
+
+        DALI (2.4) crashes the process shutting down a pipeline whose JPEG parser met a broken
+        header, so only whole-looking JPEGs and PNGs go to it as they are; anything else is
+        decoded here first (a bad file under the policy; a GIF, BMP or a JPEG without its end
+        marker that decodes, as a lossless PNG of what the worker pipeline would see)."""
+        if i in self.skipped:
+            return None
+        path = self.index.path(i)
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+            if looks_whole(data):
+                return data
+            image = decode_bytes(data.tobytes(), path, "torchvision")
+        except OSError as e:
+            self._bad(i, BadImageError(path, f"{type(e).__name__}: {e}"))
+            return None
+        except BadImageError as e:
+            self._bad(i, e)
+            return None
+        return as_png(image)
+
+    def _bad(self, i: int, error: BadImageError) -> None:
+        skip_or_raise(error, self.on_bad_file, self.skip_log, self.remedy)
+        self.skipped.add(i)
+        log.warning("skipped %s (%s)", error.path, error.reason)
+
+    def _pipeline(self, source, seed: int):
+        dali = import_dali()
+        from nvidia.dali import fn, types
+
+        decode_device = "cpu" if self.device_id is None else "mixed"
+
+        @dali.pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+            device_id=self.device_id,
+            seed=seed,
+            prefetch_queue_depth=2,
+        )
+        def pipeline():
+            encoded, labels = fn.external_source(
+                source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64]
+            )
+            return _graph(self.recipe, encoded, decode_device), labels
+
+        return pipeline()
+
+    def _handle_failure(self, error: Exception, suspects: list[list[int]]) -> None:
+        """Find the files DALI could not decode among the batches it was given: refuse them
+        (``error``) naming them, or leave them out from now on (``skip``). No file found: the
+        DALI error, with the files of those batches to check."""
+        bad = []
+        for i in itertools.chain.from_iterable(suspects):
+            path = self.index.path(i)
+            try:
+                decode_bytes(np.fromfile(path, dtype=np.uint8).tobytes(), path, "torchvision")
+            except (BadImageError, OSError) as e:
+                bad.append((i, e if isinstance(e, BadImageError) else BadImageError(path, str(e))))
+        if not bad:
+            names = [self.index.path(i) for i in itertools.chain.from_iterable(suspects)]
+            raise DataError(
+                f"DALI failed on a batch of {names[:3]}... ({len(names)} files; "
+                f"{' '.join(str(error).split())[:300]}). Check them with `python -m "
+                f"cnnzoo.data.verify {self.index.folder}`, or use data.loader=workers."
+            ) from None
+        for i, e in bad:
+            self._bad(i, e)
+
+
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
+
+
+def looks_whole(data: np.ndarray) -> bool:
+    """Whether the bytes are a JPEG or PNG with its start and end markers (a truncated file, an
+    HTML page or an empty file is not)."""
+    head, tail = data[:8].tobytes(), data[-64:].tobytes()
+    if head.startswith(JPEG_START):
+        return JPEG_END in tail
+    return head == PNG_START and PNG_END in tail
+
+
+def as_png(image) -> np.ndarray:
+    """A decoded image (uint8 tensor or PIL image) as PNG bytes for DALI."""
+    from torchvision.io import encode_png
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
+    return encode_png(tensor).numpy()
+
+
+_PARKED: list = []  # failed DALI pipelines, never shut down (see ``_park``)
+
+
+def _park(pipe) -> None:
+    """Keep a failed pipeline's native part alive for the life of the process: DALI (2.4) can
+    crash the process shutting down a pipeline whose decoder failed, at once or at exit. Its
+    threads sit idle; a failure is rare (files that look whole but are not)."""
+    native, pipe._pipe = pipe._pipe, None
+    if native is not None:
+        _PARKED.append(native)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(native))  # not freed even at exit
+
+
+def _to_torch(images, normalized: bool, feed_ndarray, stream) -> torch.Tensor:
+    """A DALI batch (on the GPU or the CPU) copied into a new torch tensor on that device."""
+    images = images.as_tensor()
+    device = "cpu" if stream is None else torch.device("cuda", torch.cuda.current_device())
+    dtype = torch.float32 if normalized else torch.uint8
+    out = torch.empty(images.shape(), dtype=dtype, device=device)
+    feed_ndarray(images, out, cuda_stream=stream)
+    return out
+
+
+def _labels(labels) -> torch.Tensor:
+    return torch.from_numpy(np.array(labels.as_tensor())).view(-1)
+
+
+def lighting_batch(images: torch.Tensor, std: float) -> torch.Tensor:
+    """AlexNet's PCA lighting noise on a batch of (N, 3, H, W) floats in [0, 1], one draw per
+    image (as ``transforms.Lighting`` does per image in the workers)."""
+    from cnnzoo.data.transforms import PCA_EIGVAL, PCA_EIGVEC
+
+    eigval = torch.tensor(PCA_EIGVAL, device=images.device)
+    eigvec = torch.tensor(PCA_EIGVEC, device=images.device)
+    alpha = torch.randn(images.shape[0], 3, device=images.device) * std
+    shift = (alpha * eigval) @ eigvec.T  # (N, 3): eigvec @ (alpha * eigval) per image
+    return images + shift.view(-1, 3, 1, 1).to(images.dtype)

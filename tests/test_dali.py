@@ -1,0 +1,203 @@
+"""data.loader=dali on DALI's CPU backend: the worker pipeline's files, labels, order, shares
+and counts; the papers' crops; the bad-file policy; resume; clear errors."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_SAMPLE, compose_train, fake_trainer, run_train, tiny_overrides
+
+from cnnzoo.data import SampleDataModule
+from cnnzoo.errors import ConfigError, DataError
+
+pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e '.[dali]')")
+
+
+def sample(cache_dir, **kwargs) -> SampleDataModule:
+    options = {"num_classes": 10, "batch_size": 8, "num_workers": 0, "image_size": 32,
+               "eval_resize": 36, "shuffle_seed": 3, **TINY_SAMPLE}  # fmt: skip
+    root = kwargs.pop("root", str(next(cache_dir.glob("sample_*"))))
+    dm = SampleDataModule(root, **(options | kwargs))
+    dm.setup("fit")
+    dm.trainer = fake_trainer()
+    return dm
+
+
+def labels_of(loader) -> list[list[int]]:
+    return [labels.tolist() for _, labels in loader]
+
+
+def test_same_labels_order_and_counts_as_the_workers(cache_dir):
+    workers, dali = sample(cache_dir), sample(cache_dir, loader="dali")
+    for split in ("train", "val"):
+        a, b = (getattr(dm, f"{split}_dataloader")() for dm in (workers, dali))
+        assert len(a) == len(b) and labels_of(a) == labels_of(b)
+    images, _ = next(iter(dali.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
+    assert -3 < images.mean() < 3 and 0.3 < images.std() < 3  # normalised, not [0, 255]
+    # val: the same centre crops up to DALI's own resize filter (a shift would be far off)
+    a, b = (next(iter(dm.val_dataloader()))[0] for dm in (workers, dali))
+    assert (a - b).abs().mean() < 0.15 * a.abs().mean()
+
+
+def test_the_seed_and_epoch_decide_order_and_draws(cache_dir):
+    def first_batch(seed, epoch):
+        dm = sample(cache_dir, loader="dali", shuffle_seed=seed)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))
+
+    images, labels = first_batch(3, 0)
+    again_images, again_labels = first_batch(3, 0)
+    assert torch.equal(images, again_images) and torch.equal(labels, again_labels)
+    other = [first_batch(3, 1), first_batch(4, 0)]
+    assert all(not torch.equal(images, o[0]) for o in other)
+
+
+@pytest.mark.parametrize(("crop", "views"), [("flip", 2), ("ten", 10)])
+def test_eval_views_in_multicrop_order(cache_dir, crop, views):
+    workers = sample(cache_dir, eval_crop=crop, batch_size=20)
+    dali = sample(cache_dir, eval_crop=crop, batch_size=20, loader="dali")
+    a, b = (next(iter(dm.val_dataloader()))[0] for dm in (workers, dali))
+    assert a.shape == b.shape == (20 // views, views, 3, 32, 32)
+    same = (a - b).abs().mean(dim=(0, 2, 3, 4))  # each view against its own
+    assert (same < 0.15 * a.abs().mean()).all()
+    assert (a[:, 0] - b[:, -1]).abs().mean() > same.max()  # a view order mix-up would show
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_score_every_val_image_once(cache_dir, world_size):
+    """Each rank its own share: every val image on exactly one rank, none padded."""
+    whole = sample(cache_dir, loader="dali", batch_size=6 * world_size)
+    seen = []
+    for rank in range(world_size):
+        whole.trainer = fake_trainer(world_size=world_size, rank=rank)
+        loader = whole.val_dataloader()
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        seen += [i for i, _ in loader.sampler]
+        assert sum(len(labels) for _, labels in batches) == len(loader.sampler)
+    assert sorted(seen) == list(range(40))
+
+
+def test_resume_continues_with_the_next_batches(cache_dir):
+    straight = labels_of(sample(cache_dir, loader="dali").train_dataloader())
+    interrupted = sample(cache_dir, loader="dali").train_dataloader()
+    batches = iter(interrupted)
+    for _ in range(3):
+        next(batches)
+    state = interrupted.state_dict()
+    assert state == {"epoch": 0, "batches": 3}
+    resumed = sample(cache_dir, loader="dali").train_dataloader()
+    resumed.load_state_dict(state)
+    assert labels_of(resumed) == straight[3:]
+
+
+def broken(tmp_path, cache_dir):
+    """A copy of the tiny sample set with a truncated JPEG and a text file named .JPEG."""
+    import shutil
+
+    root = tmp_path / "tree"
+    shutil.copytree(next(cache_dir.glob("sample_*")), root)
+    folder = sorted((root / "train").iterdir())[1]
+    truncated, text = sorted(folder.iterdir())[:2]
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    text.write_text("<html>404 not found</html>")
+    return root, {str(truncated), str(text)}
+
+
+@pytest.mark.parametrize("looks_whole", [False, True])
+def test_a_file_dali_cannot_decode_is_named(tmp_path, cache_dir, looks_whole):
+    """A truncated or foreign file is caught before DALI sees it; one with a JPEG's start and
+    end markers but garbage between them fails DALI's pipeline, which is then searched for it."""
+    root, bad = broken(tmp_path, cache_dir)
+    if looks_whole:
+        for path in bad:
+            Path(path).write_bytes(b"\xff\xd8\xff" + b"garbage " * 40 + b"\xff\xd9")
+    dm = sample(cache_dir, loader="dali", root=str(root), batch_size=16)
+    with pytest.raises(DataError, match="cannot read image .*on_bad_file=skip") as e:
+        list(dm.train_dataloader())
+    assert any(path in str(e.value) for path in bad)
+    skipping = sample(cache_dir, loader="dali", root=str(root), on_bad_file="skip", batch_size=16)
+    assert sum(len(labels) for _, labels in skipping.train_dataloader()) == 78
+    assert {path for path, _ in skipping.new_skipped()} == bad
+
+
+def test_skip_leaves_bad_files_out_and_lists_them(tmp_path, cache_dir):
+    root, bad = broken(tmp_path, cache_dir)
+    dm = sample(cache_dir, loader="dali", root=str(root), on_bad_file="skip", batch_size=16)
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 5
+    assert sum(len(labels) for _, labels in batches) == 80 - 2
+    assert {path for path, _ in dm.new_skipped()} == bad
+    assert sum(len(labels) for _, labels in loader) == 78  # the next epoch skips them at once
+    assert dm.new_skipped() == []
+
+
+def test_bad_settings_are_one_clear_error(cache_dir, monkeypatch):
+    with pytest.raises(ConfigError, match="data.auto_augment='randaugment'.*data.loader=workers"):
+        sample(cache_dir, loader="dali", auto_augment="randaugment")
+    with pytest.raises(ConfigError, match="data.loader='threads': choose one of"):
+        sample(cache_dir, loader="threads")
+    dm = sample(cache_dir, loader="dali", dali_device="gpu")
+    with pytest.raises(ConfigError, match="dali_device=gpu decodes on a CUDA GPU.*trains on cpu"):
+        dm.train_dataloader()
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"needs NVIDIA DALI.*pip install -e '\.\[dali\]'"):
+        sample(cache_dir, loader="dali")
+
+
+def test_lighting_runs_on_the_device_batch_in_training_only(cache_dir):
+    dm = sample(cache_dir, loader="dali", lighting=0.1)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8  # lighting needs [0, 1] floats: done after the transfer
+    dm.trainer.training = True
+    torch.manual_seed(0)
+    lit, _ = dm.on_after_batch_transfer((images, labels), 0)
+    dm.trainer.training = False
+    plain, _ = dm.on_after_batch_transfer((images, labels), 0)
+    shift = (lit - plain).mean(dim=(2, 3))  # one colour shift per image, constant over pixels
+    assert shift.abs().max() > 1e-3
+    assert torch.allclose(lit - plain, shift[:, :, None, None].expand_as(lit), atol=1e-4)
+    assert not torch.allclose(shift[0], shift[1])
+
+
+def test_a_run_trains_tests_and_records_with_dali(cache_dir, tmp_path, offline_env):
+    from cnnzoo.tasks.train import train
+
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=csv", "data.loader=dali",
+                 "data.train_crop=alexnet", "data.eval_crop=flip",
+                 "trainer.max_epochs=2"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "finished" and results["epochs"] == 2
+    assert {"test/acc_top1", "val/acc_top5", "train/loss"} <= results["metrics"].keys()
+    assert results["val_history"][0]["epoch"] == 0
+
+
+@pytest.mark.slow
+def test_ddp_ranks_with_dali_count_every_val_image_once(cache_dir, tmp_path, offline_env):
+    """Two ddp_cpu ranks, each its own DALI pipeline: the test figures equal one process's
+    test of the same checkpoint (every image counted once, none padded)."""
+    import pytorch_lightning as pl
+
+    from cnnzoo.tasks.evaluate import load_module, run_config
+
+    cpu = ("trainer=", "data.batch_size")
+    base = [o for o in tiny_overrides(cache_dir, tmp_path) if not o.startswith(cpu)]
+    args = [*base, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=12",
+            "data.loader=dali", "logger=none"]  # fmt: skip
+    proc = run_train(args, offline_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "train").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2
+    module, _ = load_module(run_config(compose_train([f"run={run}"], config="eval")))
+    dm = sample(cache_dir, loader="dali", batch_size=12)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    single = trainer.test(module, datamodule=dm, verbose=False)[0]
+    assert results["metrics"]["test/acc_top1"] == pytest.approx(single["test/acc_top1"])
+    assert results["metrics"]["test/loss"] == pytest.approx(single["test/loss"], rel=1e-5)
