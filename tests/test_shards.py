@@ -241,8 +241,12 @@ def test_resuming_mid_epoch_continues_the_same_batches(shards):
     assert len(list(resumed)) == 10  # the next pass is a whole epoch
 
 
-def test_bad_images_are_named_or_skipped(cache_dir, tmp_path):
+@pytest.mark.parametrize("reader", ["workers", "dali"])
+def test_bad_images_are_named_or_skipped(cache_dir, tmp_path, reader):
     from cnnzoo.callbacks import BadFileReport
+
+    if reader == "dali":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
     tree = tmp_path / "tree"
     for split in ("train", "val"):
@@ -255,8 +259,8 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path):
     write_shards(tree, tmp_path / "shards", shard_size=5)
     relpath = bad.relative_to(tree / "val").as_posix()
     with pytest.raises(DataError, match=rf"val-000001.tar: 00000005 \({relpath}\).*on_bad_file"):
-        list(loader(tmp_path / "shards", "val"))
-    dm = datamodule(tmp_path / "shards", on_bad_file="skip", batch_size=20)
+        list(loader(tmp_path / "shards", "val", loader=reader))
+    dm = datamodule(tmp_path / "shards", on_bad_file="skip", batch_size=20, loader=reader)
     dm.trainer = fake_trainer()
     (images, _), = list(dm._loader("val", shuffle=False))  # fmt: skip
     assert len(images) == 19
@@ -311,3 +315,36 @@ def test_training_resuming_and_evaluating_from_shards(cache_dir, tmp_path):
     assert [b[:2] for b in straight] == [[0, 0], [0, 1], [0, 2], [0, 3]]
     resumed, _ = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")  # quoted: has '='
     assert resumed == straight[2:]
+
+
+def test_dali_reads_shards_with_the_same_shares_counts_and_resume(shards):
+    """data.loader=dali on shards (DALI's CPU backend here): each rank reads its own shards;
+    val counts every image once on 1 and 3 ranks; training ranks take equal steps; a resume
+    mid-epoch continues with the same batches."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from cnnzoo.data.dali import DaliLoader
+
+    def labels(batches) -> list[int]:
+        return [int(y) for _, ys in batches for y in ys]
+
+    val = Counter(labels(loader(shards, "val")))
+    for world in (1, 3):
+        ranks = [loader(shards, "val", rank, world, batch_size=6, loader="dali")
+                 for rank in range(world)]  # fmt: skip
+        batches = [list(r) for r in ranks]
+        assert [len(b) for b in batches] == [len(r) for r in ranks]  # exact per rank
+        assert Counter(labels(b for rank in batches for b in rank)) == val  # 40, once each
+    train = [loader(shards, "train", rank, 2, batch_size=16, loader="dali") for rank in (0, 1)]
+    assert all(isinstance(t, DaliLoader) for t in train)
+    steps = [list(t) for t in train]
+    assert [len(s) for s in steps] == [len(t) for t in train] == [5, 5]
+    assert all(images.shape == (8, 3, 32, 32) for s in steps for images, _ in s)
+    straight = labels(steps[0])
+    interrupted = loader(shards, "train", 0, 2, batch_size=16, loader="dali")
+    batches = iter(interrupted)
+    next(batches), next(batches)
+    state = interrupted.state_dict()
+    assert (state["epoch"], state["batches"]) == (0, 2)
+    resumed = loader(shards, "train", 0, 2, batch_size=16, loader="dali")
+    resumed.load_state_dict(state)
+    assert labels(resumed) == straight[16:]

@@ -27,7 +27,8 @@ Evaluation: ``center``, ``flip`` and ``ten`` crops, as (N, V, 3, H, W) for sever
 import ctypes
 import itertools
 import logging
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -161,99 +162,135 @@ def eval_views(crop: str) -> list[tuple[float, float, int]]:
     return [(x, y, 0) for x, y in five] + [(1.0 - x, y, 1) for x, y in five]
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """One image for DALI: ``name`` says where it came from (and keys the skip list)."""
+
+    name: str
+    label: int
+    read: Callable[[], np.ndarray]  # its encoded bytes
+
+
+class FolderFeed:
+    """A rank's batches of files of a ``SplitIndex`` in a ``SeededSampler``'s order, and the
+    position in the epoch (as ``ResumableDataLoader`` keeps it)."""
+
+    def __init__(
+        self, index: SplitIndex, sampler: SeededSampler, batch_size: int, drop_last: bool
+    ) -> None:
+        self.index, self.sampler = index, sampler
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.consumed = 0  # batches of the current pass handed out
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def batches(self) -> Iterator[list[Encoded]]:
+        """This pass's batches (after a resume's skip); ``consumed`` is set at once."""
+        self.consumed = self.sampler.pending_skip() // self.batch_size
+        order = [index for index, _ in self.sampler]
+        size = self.batch_size
+        starts = range(0, len(order) - size + 1 if self.drop_last else len(order), size)
+        return ([self._item(i) for i in order[start : start + size]] for start in starts)
+
+    def _item(self, i: int) -> Encoded:
+        path = self.index.path(i)
+        return Encoded(path, int(self.index.targets[i]), lambda: np.fromfile(path, np.uint8))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
+
+
 class DaliLoader:
-    """Batches of (images, labels) from DALI for one rank and split, over a ``SplitIndex``.
+    """Batches of (images, labels) decoded and augmented by DALI, for one rank and split.
 
     An iterable like a DataLoader: ``len`` batches per epoch, ``sampler`` (Lightning sets its
     epoch), and the position in the epoch through ``state_dict``/``load_state_dict`` (saved in
-    Lightning's checkpoints). Each pass builds its own pipeline, fed with the files of the
-    sampler's order; the images come out on the decoding GPU (or the CPU).
+    Lightning's checkpoints), all the ``feed``'s, which says which images each batch holds
+    (``FolderFeed``; ``cnnzoo.data.shards.ShardFeed``). Each pass builds its own pipeline; the
+    images come out on the decoding GPU (or the CPU).
 
     Args:
         device_id: the CUDA device to decode on, or None for DALI's CPU backend.
         num_threads: DALI's CPU threads (and the file readers').
         on_bad_file: ``error``: a file DALI cannot decode stops the run, naming it; ``skip``:
             it is left out of its batch and appended to ``skip_log``.
+        seed: with the epoch, the rank and the batch a pass starts at, seeds DALI's draws.
     """
 
     def __init__(
         self,
-        index: SplitIndex,
-        sampler: SeededSampler,
+        feed,
         recipe: Recipe,
         *,
-        batch_size: int,
         device_id: int | None,
+        seed: int,
+        rank: int = 0,
         num_threads: int = 4,
         on_bad_file: str = "error",
         skip_log=None,
         remedy: str = "",
     ) -> None:
-        self.index, self.sampler, self.recipe = index, sampler, recipe
-        self.batch_size, self.device_id = batch_size, device_id
+        self.feed, self.recipe = feed, recipe
+        self.device_id, self.seed, self.rank = device_id, seed, rank
         self.num_threads = max(1, num_threads)
         self.on_bad_file, self.skip_log, self.remedy = on_bad_file, skip_log, remedy
-        self.drop_last = recipe.train
+        self.sampler = getattr(feed, "sampler", None)  # Lightning sets its epoch
         self.batch_sampler = None  # (what Lightning asks of a DataLoader-like iterable)
-        self.skipped: set[int] = set()  # dataset indices left out (on_bad_file=skip)
-        self._consumed = 0
+        self.skipped: set[str] = set()  # names left out (on_bad_file=skip)
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.feed)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self._consumed}
+        return self.feed.state_dict()
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
-
-    def _batches(self) -> list[list[int]]:
-        """This pass's batches of dataset indices, from the sampler (after a resume's skip)."""
-        self._consumed = self.sampler.pending_skip() // self.batch_size
-        indices = [index for index, _ in self.sampler]
-        batches = [
-            indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)
-        ]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
+        self.feed.load_state_dict(state)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = self._batches()
-        epoch, first = self.sampler.epoch, self._consumed
-        done = 0  # batches of this pass handed out
-        while done < len(batches):
-            seed = sample_seed(self.sampler.seed, epoch, -2 - self.sampler.rank) + first + done
-            fed: list[list[int]] = []  # the batches given to this pipeline
-            start = done
+        batches = self.feed.batches()  # (sets the feed's position: a resume's skip)
+        epoch, first, done = self.feed.epoch, self.feed.consumed, 0
+        pending: deque[list[Encoded]] = deque()  # given to DALI, not yet handed out
+        while True:
+            seed = sample_seed(self.seed, epoch, -2 - self.rank) + first + done
+            source = itertools.chain(list(pending), batches)
+            pending.clear()
             try:
-                for images, labels in self._run(batches[done:], fed, seed % (2**31)):
+                for images, labels in self._run(source, pending, seed % (2**31)):
+                    pending.popleft()
                     done += 1
-                    self._consumed += 1
+                    self.feed.consumed += 1
                     yield images, labels
                 return
             except DataError:
                 raise
             except Exception as e:  # DALI's error for a file it cannot decode names no file
-                self._handle_failure(e, fed[done - start :])
-                # then a new pipeline goes on from the first batch not handed out
+                self._handle_failure(e, list(itertools.chain.from_iterable(pending)))
+                # then a new pipeline goes on with the batches not handed out
 
-    def _run(self, batches: list[list[int]], fed: list, seed: int):
-        """Run one pipeline over ``batches``; ``fed`` collects the batches given to DALI."""
+    def _run(self, batches: Iterator[list[Encoded]], pending: deque, seed: int):
+        """Run one pipeline over ``batches``; ``pending`` collects the batches given to it."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        pipe = self._pipeline(self._feed(batches, fed), seed)
+        pipe = self._pipeline(self._feed(batches, pending), seed)
         try:
             pipe.build()
-            stream = (
-                torch.cuda.current_stream(self.device_id) if self.device_id is not None else None
-            )
+            gpu = self.device_id is not None
+            stream = torch.cuda.current_stream(self.device_id) if gpu else None
             while True:
                 try:
                     images, labels = pipe.run()
                 except StopIteration:
-                    return
+                    break
                 out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream)
                 yield out, _labels(labels)
         except Exception:
@@ -262,48 +299,47 @@ class DaliLoader:
         else:  # (also when the consumer stops early): its threads stop now
             pipe._shutdown()
 
-    def _feed(self, batches: list[list[int]], fed: list) -> Iterator[tuple[list, list]]:
-        """The encoded files and labels of each batch, read by a pool of threads; files that
+    def _feed(self, batches: Iterator[list[Encoded]], pending: deque) -> Iterator[tuple]:
+        """The encoded images and labels of each batch, read by a pool of threads; files that
         cannot be read, or that DALI could not decode before, under the bad-file policy."""
         with ThreadPoolExecutor(self.num_threads) as pool:
             for batch in batches:
                 read = zip(batch, pool.map(self._read, batch), strict=True)
-                kept = [(i, data) for i, data in read if data is not None]
+                kept = [(item, data) for item, data in read if data is not None]
                 if not kept:
                     raise DataError(
-                        f"all {len(batch)} images of a batch were unreadable; list them with "
-                        f"`python -m cnnzoo.data.verify {self.index.folder}`."
+                        f"all {len(batch)} images of a batch were unreadable (e.g. "
+                        f"{batch[0].name}); {self.remedy}"
                     )
-                fed.append([i for i, _ in kept])
-                labels = [np.array([self.index.targets[i]], dtype=np.int64) for i, _ in kept]
+                pending.append([item for item, _ in kept])
+                labels = [np.array([item.label], dtype=np.int64) for item, _ in kept]
                 yield [data for _, data in kept], labels
 
-    def _read(self, i: int) -> np.ndarray | None:
-        """The file's bytes as DALI may take them; None for one left out (``skip``).
+    def _read(self, item: Encoded) -> np.ndarray | None:
+        """The image's bytes as DALI may take them; None for one left out (``skip``).
 
         DALI (2.4) crashes the process shutting down a pipeline whose JPEG parser met a broken
         header, so only whole-looking JPEGs and PNGs go to it as they are; anything else is
         decoded here first (a bad file under the policy; a GIF, BMP or a JPEG without its end
         marker that decodes, as a lossless PNG of what the worker pipeline would see)."""
-        if i in self.skipped:
+        if item.name in self.skipped:
             return None
-        path = self.index.path(i)
         try:
-            data = np.fromfile(path, dtype=np.uint8)
+            data = item.read()
             if looks_whole(data):
                 return data
-            image = decode_bytes(data.tobytes(), path, "torchvision")
+            image = decode_bytes(data.tobytes(), item.name, "torchvision")
         except OSError as e:
-            self._bad(i, BadImageError(path, f"{type(e).__name__}: {e}"))
+            self._bad(item, BadImageError(item.name, f"{type(e).__name__}: {e}"))
             return None
         except BadImageError as e:
-            self._bad(i, e)
+            self._bad(item, e)
             return None
         return as_png(image)
 
-    def _bad(self, i: int, error: BadImageError) -> None:
+    def _bad(self, item: Encoded, error: BadImageError) -> None:
         skip_or_raise(error, self.on_bad_file, self.skip_log, self.remedy)
-        self.skipped.add(i)
+        self.skipped.add(item.name)
         log.warning("skipped %s (%s)", error.path, error.reason)
 
     def _pipeline(self, source, seed: int):
@@ -313,7 +349,7 @@ class DaliLoader:
         decode_device = "cpu" if self.device_id is None else "mixed"
 
         @dali.pipeline_def(
-            batch_size=self.batch_size,
+            batch_size=self.feed.batch_size,
             num_threads=self.num_threads,
             device_id=self.device_id,
             seed=seed,
@@ -327,26 +363,27 @@ class DaliLoader:
 
         return pipeline()
 
-    def _handle_failure(self, error: Exception, suspects: list[list[int]]) -> None:
-        """Find the files DALI could not decode among the batches it was given: refuse them
-        (``error``) naming them, or leave them out from now on (``skip``). No file found: the
-        DALI error, with the files of those batches to check."""
+    def _handle_failure(self, error: Exception, suspects: list[Encoded]) -> None:
+        """Find the images DALI could not decode among those it was given: refuse them
+        (``error``) naming them, or leave them out from now on (``skip``). None found: the
+        DALI error, with some of those files to check."""
         bad = []
-        for i in itertools.chain.from_iterable(suspects):
-            path = self.index.path(i)
+        for item in suspects:
             try:
-                decode_bytes(np.fromfile(path, dtype=np.uint8).tobytes(), path, "torchvision")
-            except (BadImageError, OSError) as e:
-                bad.append((i, e if isinstance(e, BadImageError) else BadImageError(path, str(e))))
+                decode_bytes(item.read().tobytes(), item.name, "torchvision")
+            except BadImageError as e:
+                bad.append((item, e))
+            except OSError as e:
+                bad.append((item, BadImageError(item.name, f"{type(e).__name__}: {e}")))
         if not bad:
-            names = [self.index.path(i) for i in itertools.chain.from_iterable(suspects)]
+            names = [item.name for item in suspects]
             raise DataError(
-                f"DALI failed on a batch of {names[:3]}... ({len(names)} files; "
+                f"DALI failed on a batch of {names[:3]}... ({len(names)} images; "
                 f"{' '.join(str(error).split())[:300]}). Check them with `python -m "
-                f"cnnzoo.data.verify {self.index.folder}`, or use data.loader=workers."
+                "cnnzoo.data.verify`, or use data.loader=workers."
             ) from None
-        for i, e in bad:
-            self._bad(i, e)
+        for item, e in bad:
+            self._bad(item, e)
 
 
 JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"

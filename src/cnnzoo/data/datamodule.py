@@ -406,13 +406,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
             sampler.set_epoch(trainer.current_epoch)
         return sampler
 
-    def _dali_loader(self, split: str, shuffle: bool) -> "dali.DaliLoader":
+    def _dali_loader(self, feed, train: bool, remedy: str) -> "dali.DaliLoader":
+        """A DALI loader of ``feed``'s batches with this DataModule's recipe, on the device."""
         device_id = dali.dali_device_id(self.dali_device, self.device())
-        lighting = shuffle and bool(self.train_options["lighting"])  # a torch op on the batch
-        uint8 = lighting or (device_id is None and self.normalizes_on_device())
         options = self.train_options
+        lighting = train and bool(options["lighting"])  # a torch op on the device batch
+        uint8 = lighting or (device_id is None and self.normalizes_on_device())
         recipe = dali.Recipe(
-            train=shuffle,
+            train=train,
             image_size=self.sizes[0],
             resize=self.sizes[1],
             crop=options["crop"],
@@ -422,21 +423,25 @@ class ImageFolderDataModule(pl.LightningDataModule):
             eval_crop=self.eval_crop,
             normalize=not uint8,
         )
+        trainer = self.trainer
         return dali.DaliLoader(
-            self.datasets[split].index,
-            self._sampler(split, shuffle),
+            feed,
             recipe,
-            batch_size=self.pass_batch_size(train=shuffle),
             device_id=device_id,
+            seed=self.shuffle_seed,
+            rank=trainer.global_rank if trainer is not None else 0,
             num_threads=self.workers(),
             on_bad_file=self.on_bad_file,
             skip_log=self.skip_log,
-            remedy=self.datasets[split].remedy(),
+            remedy=remedy,
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.loader == "dali":
-            return self._dali_loader(split, shuffle)
+            batch = self.pass_batch_size(train=shuffle)
+            sampler = self._sampler(split, shuffle)
+            feed = dali.FolderFeed(self.datasets[split].index, sampler, batch, drop_last=shuffle)
+            return self._dali_loader(feed, shuffle, self.datasets[split].remedy())
         self._use_device_transforms()
         sampler = self._sampler(split, shuffle)
         batch = self.pass_batch_size(train=shuffle)

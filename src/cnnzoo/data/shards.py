@@ -312,6 +312,11 @@ class ShardStream(IterableDataset):
             yield from self._eval_batches(worker)
 
     def _train_batches(self, worker: int, epoch: int, given: int) -> Iterator:
+        yield from self._batches(self.train_samples(worker, epoch, given), epoch)
+
+    def train_samples(self, worker: int, epoch: int, given: int) -> Iterator[dict]:
+        """The samples worker ``worker`` of this rank batches in ``epoch`` after ``given``
+        batches of it."""
         k = self.readers_per_rank
         # Resuming after `given` batches: the next batch is worker (given % k)'s, so worker w
         # plays the role of worker (w + given) % k, less the batches that one gave.
@@ -325,37 +330,25 @@ class ShardStream(IterableDataset):
         )
         samples = itertools.chain.from_iterable(passes)  # a short reader reads its shards again
         b = self.batch_size
-        wanted = itertools.islice(samples, gave * b, self._quota(role) * b)
-        yield from self._batches(wanted, epoch)
+        return itertools.islice(samples, gave * b, self._quota(role) * b)
 
     def _eval_batches(self, worker: int) -> Iterator:
-        urls = [self.urls[s] for s in self._reader_shards(self._reader(worker), 0)]
-        yield from self._batches(_samples(iter(urls)), 0)
+        yield from self._batches(self.eval_samples(worker), 0)
+
+    def eval_samples(self, worker: int) -> Iterator[dict]:
+        """Every sample of the shards worker ``worker`` of this rank reads."""
+        return _samples(iter([self.urls[s] for s in self._reader_shards(self._reader(worker), 0)]))
 
     def _batches(self, samples: Iterator[dict], epoch: int) -> Iterator:
         while batch := list(itertools.islice(samples, self.batch_size)):
             yield skip_bad_collate([self._item(s, epoch) for s in batch])
 
     def _item(self, sample: dict, epoch: int) -> tuple[torch.Tensor, int] | None:
-        name = f"{sample['__url__']}: {sample['__key__']}"
-        image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-        if image_key is None or "cls" not in sample:
-            fields = sorted(k for k in sample if not k.startswith("__"))
-            raise DataError(
-                f"{name} has fields {fields}, not an image and a .cls: not a shard "
-                f"of cnnzoo's format; write it with {WRITE_COMMAND.format(dst='DIR')}."
-            )
-        if "path" in sample:
-            name += f" ({sample['path'].decode()})"
+        name, data = image_of(sample)
         try:
-            image = decode_bytes(sample[image_key], name, self.decoder)
+            image = decode_bytes(data, name, self.decoder)
         except BadImageError as e:
-            remedy = (
-                "Set data.on_bad_file=skip to leave such images out (listed at the end of each "
-                "epoch), or write the shards again from a tree that `python -m "
-                "cnnzoo.data.verify` passes."
-            )
-            skip_or_raise(e, self.on_bad_file, self.skip_log, remedy)
+            skip_or_raise(e, self.on_bad_file, self.skip_log, REMEDY)
             return None
         key = int(sample["__key__"])
         with seeded(sample_seed(self.seed, epoch, key) if self.train else key):
@@ -374,6 +367,27 @@ class ShardStream(IterableDataset):
         return items[:count]
 
 
+REMEDY = (
+    "Set data.on_bad_file=skip to leave such images out (listed at the end of each epoch), or "
+    "write the shards again from a tree that `python -m cnnzoo.data.verify` passes."
+)
+
+
+def image_of(sample: dict) -> tuple[str, bytes]:
+    """(where it is: shard, key and original path, its encoded image) of a shard's sample."""
+    name = f"{sample['__url__']}: {sample['__key__']}"
+    image_key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if image_key is None or "cls" not in sample:
+        fields = sorted(k for k in sample if not k.startswith("__"))
+        raise DataError(
+            f"{name} has fields {fields}, not an image and a .cls: not a shard "
+            f"of cnnzoo's format; write it with {WRITE_COMMAND.format(dst='DIR')}."
+        )
+    if "path" in sample:
+        name += f" ({sample['path'].decode()})"
+    return name, sample[image_key]
+
+
 def _samples(urls: Iterator[str]) -> Iterator[dict]:
     import webdataset as wds
 
@@ -388,30 +402,30 @@ def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterato
     return wds.filters.shuffle(size, min(size, 100), rng=rng)(samples)
 
 
-class ShardLoader(DataLoader):
-    """The DataLoader of a ``ShardStream`` (batches come made): tells it the epoch before each
-    pass (``epoch()``: the trainer's) and saves and restores its position in the epoch through
-    Lightning's stateful-dataloader protocol, as ``ResumableDataLoader`` does for the tree."""
+class ShardPosition:
+    """The position in the epoch of a rank's shard stream, saved and restored through
+    Lightning's stateful-dataloader protocol (``state_dict``/``load_state_dict``); ``epoch()``
+    says the trainer's epoch before each pass."""
 
-    def __init__(self, stream: ShardStream, epoch: Callable[[], int], **kwargs) -> None:
-        super().__init__(stream, batch_size=None, **kwargs)
-        self.epoch = epoch
+    def __init__(self, stream: ShardStream, epoch: Callable[[], int]) -> None:
+        self.stream, self.epoch_of = stream, epoch
         self._resume: dict | None = None
         self._given = (0, 0)  # (epoch, batches given in it)
 
-    def __iter__(self) -> Iterator[Any]:
-        epoch, given = self.epoch(), 0
+    def start_pass(self) -> tuple[int, int]:
+        """(epoch, batches of it already given) of the pass about to start."""
+        epoch, given = self.epoch_of(), 0
         if self._resume is not None and self._resume["epoch"] == epoch:
             given = self._resume["batches"]
         self._resume = None
-        self.dataset.start(epoch, given)
         self._given = (epoch, given)
-        for batch in super().__iter__():
-            self._given = (epoch, self._given[1] + 1)
-            yield batch
+        return epoch, given
+
+    def gave_one(self) -> None:
+        self._given = (self._given[0], self._given[1] + 1)
 
     def state_dict(self) -> dict[str, int]:
-        stream = self.dataset
+        stream = self.stream
         return {
             "epoch": self._given[0],
             "batches": self._given[1],
@@ -420,7 +434,7 @@ class ShardLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        stream = self.dataset
+        stream = self.stream
         if (state.get("readers"), state.get("world_size")) != (stream.readers(), stream.world_size):
             log.warning(
                 "resuming sharded data with %s readers over %s ranks (the checkpoint had %s over "
@@ -433,6 +447,71 @@ class ShardLoader(DataLoader):
                 state["epoch"],
             )
         self._resume = dict(state)
+
+
+class ShardLoader(DataLoader):
+    """The DataLoader of a ``ShardStream`` (batches come made): tells it the epoch before each
+    pass and keeps its position in the epoch (``ShardPosition``), as ``ResumableDataLoader``
+    does for the tree."""
+
+    def __init__(self, stream: ShardStream, epoch: Callable[[], int], **kwargs) -> None:
+        super().__init__(stream, batch_size=None, **kwargs)
+        self.position = ShardPosition(stream, epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.dataset.start(*self.position.start_pass())
+        for batch in super().__iter__():
+            self.position.gave_one()
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position.load_state_dict(state)
+
+
+class ShardFeed(ShardPosition):
+    """A rank's batches of undecoded shard samples for ``data.loader=dali`` (one reader per
+    rank, in this process: reading tar members costs little; DALI decodes)."""
+
+    def __init__(self, stream: ShardStream, epoch: Callable[[], int]) -> None:
+        super().__init__(stream, epoch)
+        self.batch_size = stream.batch_size
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    @property
+    def epoch(self) -> int:
+        return self._given[0]
+
+    @property
+    def consumed(self) -> int:
+        return self._given[1]
+
+    @consumed.setter
+    def consumed(self, batches: int) -> None:
+        self._given = (self._given[0], batches)
+
+    def batches(self) -> Iterator[list]:
+        """This pass's batches (after a resume's skip); the position is set at once."""
+        from cnnzoo.data.dali import Encoded
+
+        epoch, given = self.start_pass()
+        stream = self.stream
+        samples = stream.train_samples(0, epoch, given) if stream.train else stream.eval_samples(0)
+
+        def encoded(sample: dict) -> Encoded:
+            name, data = image_of(sample)
+            array = np.frombuffer(data, dtype=np.uint8)
+            return Encoded(name, int(sample["cls"]), lambda: array)
+
+        def chunks() -> Iterator[list[Encoded]]:
+            while batch := list(itertools.islice(samples, self.batch_size)):
+                yield [encoded(s) for s in batch]
+
+        return chunks()  # (the position above is set now, not at the first batch)
 
 
 # -- the DataModule ----------------------------------------------------------------------------
@@ -543,15 +622,20 @@ class ShardDataModule(ImageFolderDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.loader == "dali":  # one reader per rank, in this process: DALI decodes
+            feed = ShardFeed(self.stream(split, workers=0), self._epoch)
+            return self._dali_loader(feed, shuffle, REMEDY)
         stream = self.stream(split)
-        trainer = self.trainer
         return ShardLoader(
             stream,
-            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            epoch=self._epoch,
             num_workers=stream.workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=stream.workers > 0,
         )
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def eval_loader(self, split: str, transform, batch_size: int) -> DataLoader:
         if split not in ("val", "test"):
