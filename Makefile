@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean bench bench-gpu bench-index sweep report
+.PHONY: help install train test lint format models clean bench gpu-check bench-index sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -46,8 +46,8 @@ bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a plain loop, transfor
 bench-index: $(STAMP)  ## start-up and worker memory on a 1.28M-file ImageNet-shaped tree (in /tmp)
 	$(BIN)/python benchmarks/imagenet_scale.py
 
-bench-gpu: $(STAMP)  ## training images/s on a CUDA GPU, the table in BENCHMARKS.md
-	$(BIN)/python benchmarks/gpu_throughput.py --out gpu_throughput.md
+gpu-check: $(STAMP)  ## on a CUDA GPU: the GPU tests, images/s (synthetic, JPEGs: workers, DALI), costs
+	$(BIN)/python benchmarks/gpu_check.py --out gpu_check.md $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -119,3 +119,59 @@ def test_two_gpu_ddp(cache_dir, tmp_path, offline_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "train").iterdir()
     assert json.loads((run / "results.json").read_text())["world_size"] == 2
+
+
+class LoaderProbe(pl.Callback):
+    """Records the dtype of the first training batch as the loader gives it (before the
+    device-transfer hooks) and the module's memory format."""
+
+    seen: dict = {}  # noqa: RUF012 (class-level on purpose: instantiated by Hydra in train())
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        images, _ = next(iter(trainer.train_dataloader))
+        LoaderProbe.seen.update(dtype=images.dtype, memory_format=pl_module.memory_format)
+
+
+def test_gpu_defaults_switch_on_and_ema_scores_the_device_batches(cache_dir, tmp_path):
+    """On a CUDA trainer the loaders send uint8 images (normalised on the GPU) without any
+    setting, channels_last is on, and the EMA (the GoogLeNet recipe's) scores those batches."""
+    overrides = gpu_overrides(cache_dir, tmp_path, "callbacks=ema", "logger=csv",
+                              "+callbacks.loader_probe._target_=test_gpu.LoaderProbe")  # fmt: skip
+    LoaderProbe.seen.clear()
+    train(compose_train(overrides, out=tmp_path))
+    assert LoaderProbe.seen == {"dtype": torch.uint8, "memory_format": torch.channels_last}
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert "val_ema/acc_top1" in header
+
+
+def test_dali_decodes_on_the_gpu_as_the_workers_do(cache_dir):
+    """data.loader=dali on a CUDA trainer: nvJPEG ("mixed") decoding, batches on the GPU,
+    normalised; the same labels as the workers, centre crops within DALI's resize filter."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from conftest import fake_trainer
+
+    from cnnzoo.data import SampleDataModule
+
+    def loaders(**kwargs):
+        options = {"num_classes": 10, "batch_size": 8, "num_workers": 2, "image_size": 32,
+                   "eval_resize": 36, **kwargs}  # fmt: skip
+        dm = SampleDataModule(str(next(cache_dir.glob("sample_*"))), **options)
+        dm.setup("fit")
+        dm.trainer = fake_trainer(device="cuda:0")
+        return dm.train_dataloader(), dm.val_dataloader()
+
+    workers, dali = loaders(normalize_on_device=False), loaders(loader="dali")
+    images, _ = next(iter(dali[0]))
+    assert images.is_cuda and images.dtype == torch.float32 and images.shape == (8, 3, 32, 32)
+    assert [y.tolist() for _, y in workers[0]] == [y.tolist() for _, y in dali[0]]
+    a, b = next(iter(workers[1]))[0], next(iter(dali[1]))[0].cpu()
+    assert (a - b).abs().mean() < 0.15 * a.abs().mean()
+
+
+def test_a_dali_run_on_the_gpu(cache_dir, tmp_path):
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    overrides = gpu_overrides(cache_dir, tmp_path, "data.loader=dali", "data.dali_device=gpu",
+                              "data.lighting=0.1", "trainer.max_epochs=2")  # fmt: skip
+    train(compose_train(overrides, out=tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "finished" and results["epochs"] == 2
