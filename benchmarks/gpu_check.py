@@ -168,8 +168,8 @@ def throughput_rows(args, tmp: Path) -> tuple[list[dict], dict]:
 
 def cost_rows(rows: list[dict]) -> list[str]:
     """Each recipe's GPU-hours from the synthetic images/s of its model."""
-    speed = {r["model"]: r["images_per_s"] for r in rows
-             if r["input"] == "synthetic" and r["variant"] == "eager" and "images_per_s" in r}  # fmt: skip
+    eager = [r for r in rows if (r["input"], r["variant"]) == ("synthetic", "eager")]
+    speed = {r["model"]: r["images_per_s"] for r in eager if "images_per_s" in r}
     lines = []
     for recipe in RECIPES:
         cfg = compose_cfg([f"experiment={recipe}"])
