@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_SAMPLE, compose_train, fake_trainer, run_train, tiny_overrides
+from omegaconf import OmegaConf
 
 from cnnzoo.data import SampleDataModule
 from cnnzoo.errors import ConfigError, DataError
@@ -171,11 +172,32 @@ def test_a_run_trains_tests_and_records_with_dali(cache_dir, tmp_path, offline_e
     overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=csv", "data.loader=dali",
                  "data.train_crop=alexnet", "data.eval_crop=flip",
                  "trainer.max_epochs=2"]  # fmt: skip
-    train(compose_train(overrides, out=tmp_path))
+    cfg = compose_train(overrides, out=tmp_path)
+    train(cfg)
+    (tmp_path / ".hydra").mkdir()  # what train.py's Hydra writes
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "finished" and results["epochs"] == 2
     assert {"test/acc_top1", "val/acc_top5", "train/loss"} <= results["metrics"].keys()
     assert results["val_history"][0]["epoch"] == 0
+    from cnnzoo.tasks.evaluate import run_eval  # scores with the worker pipeline
+
+    scored = run_eval(compose_train([f"run={tmp_path}"], out=tmp_path / "eval", config="eval"))
+    assert scored["images"] == 40 and scored["crop"] == "center"
+
+
+def test_an_option_dali_lacks_stops_the_run_in_one_line(cache_dir, tmp_path, capsys):
+    from cnnzoo.tasks.train import train
+
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=none", "data.loader=dali",
+                 "data.random_erasing=0.25"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        train(compose_train(overrides, out=tmp_path))
+    assert e.value.code == 1
+    assert "error: data.random_erasing=0.25: not available with data.loader=dali" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

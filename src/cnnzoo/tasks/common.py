@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -87,14 +88,18 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
-    """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall."""
+    """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall (also
+    one raised by a constructor that Hydra's ``instantiate`` called)."""
 
     @functools.wraps(task)
     def run(*args, **kwargs) -> T:
         try:
             return task(*args, **kwargs)
-        except UserError as e:
-            print(f"\nerror: {e}", file=sys.stderr)
+        except (UserError, InstantiationException) as e:
+            cause = e if isinstance(e, UserError) else e.__cause__
+            if not isinstance(cause, UserError):  # Hydra's wrapper of a bug: the traceback
+                raise
+            print(f"\nerror: {cause}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return run

@@ -52,6 +52,8 @@ def run_config(cfg: DictConfig) -> DictConfig:
             if section in trained:
                 merged[section] = trained[section]
         merged.seed = trained.get("seed", cfg.seed)
+        if "loader" in merged.data:  # eval and predict read with the worker pipeline
+            merged.data.loader = "workers"
     for override in job_overrides() or []:
         key, _, value = override.partition("=")
         if key.split(".")[0] in ("model", "data") and "." in key:
