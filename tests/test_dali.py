@@ -223,3 +223,29 @@ def test_ddp_ranks_with_dali_count_every_val_image_once(cache_dir, tmp_path, off
     single = trainer.test(module, datamodule=dm, verbose=False)[0]
     assert results["metrics"]["test/acc_top1"] == pytest.approx(single["test/acc_top1"])
     assert results["metrics"]["test/loss"] == pytest.approx(single["test/loss"], rel=1e-5)
+
+
+def test_resume_through_lightning_restores_the_position(cache_dir, tmp_path, offline_env):
+    """Lightning keeps the DALI loader's position in its checkpoints: resumed after step 2 of
+    epoch 0, the run trains on the same images as the uninterrupted one from batch 3 on (other
+    crop draws: DALI's generators); resumed at the epoch boundary, on the very same batches."""
+    from cnnzoo.tasks.train import train
+
+    def run(name: str, *extra: str) -> list:
+        out, batches = tmp_path / name, tmp_path / f"{name}.json"
+        overrides = [*tiny_overrides(cache_dir, out), "data.loader=dali", "logger=none",
+                     "trainer.limit_train_batches=4", "trainer.max_epochs=2",
+                     "+callbacks.batches._target_=probes.TrainBatches",
+                     f"+callbacks.batches.path={batches}", *extra]  # fmt: skip
+        train(compose_train(overrides, out=out))
+        return json.loads(batches.read_text())
+
+    mid = tmp_path / "mid"
+    checkpoint = "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint"
+    straight = run("straight", checkpoint, f"+callbacks.mid.dirpath={mid}",
+                   "+callbacks.mid.every_n_train_steps=2", "+callbacks.mid.save_top_k=-1")  # fmt: skip
+    assert [b[:2] for b in straight] == [[e, i] for e in (0, 1) for i in range(4)]
+    resumed = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")
+    assert [b[:3] for b in resumed] == [b[:3] for b in straight[2:]]  # epoch, index, labels
+    boundary = run("boundary", f"ckpt_path='{mid / 'epoch=0-step=4.ckpt'}'")
+    assert boundary == straight[4:]  # pixel sums too
