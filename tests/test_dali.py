@@ -242,8 +242,9 @@ def test_resume_through_lightning_restores_the_position(cache_dir, tmp_path, off
 
     mid = tmp_path / "mid"
     checkpoint = "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint"
-    straight = run("straight", checkpoint, f"+callbacks.mid.dirpath={mid}",
-                   "+callbacks.mid.every_n_train_steps=2", "+callbacks.mid.save_top_k=-1")  # fmt: skip
+    every_2 = [checkpoint, f"+callbacks.mid.dirpath={mid}", "+callbacks.mid.save_top_k=-1",
+               "+callbacks.mid.every_n_train_steps=2"]  # fmt: skip
+    straight = run("straight", *every_2)
     assert [b[:2] for b in straight] == [[e, i] for e in (0, 1) for i in range(4)]
     resumed = run("resumed", f"ckpt_path='{mid / 'epoch=0-step=2.ckpt'}'")
     assert [b[:3] for b in resumed] == [b[:3] for b in straight[2:]]  # epoch, index, labels
