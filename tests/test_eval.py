@@ -186,3 +186,36 @@ def test_bad_checkpoints_are_named(trained, tmp_path):
     assert "Traceback" not in proc.stderr
     with pytest.raises(UserError, match="holds no EMA weights"):
         run_eval(compose_train([f"run={trained}", "eval.ema=true"], out=tmp_path, config="eval"))
+
+
+SCHEDULERS = ("cosine", "step", "multistep", "plateau", "exponential", "none")
+DATA = ("imagenet", "imagenet_shards", "sample_shards", "synthetic", "cifar10")
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [*[[f"scheduler={s}"] for s in SCHEDULERS], *[[f"data={d}"] for d in DATA],
+     ["data=imagefolder", "data.root=/photos", "data.num_classes=5"],
+     ["scheduler=cosine", "scheduler.warmup_epochs=2", "data.loader=dali"]],
+)  # fmt: skip
+def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
+    """eval, predict and export take the run's sections; what those interpolate from outside
+    them (the cosine schedule's trainer.max_epochs) comes along (it failed with
+    InterpolationKeyError in export)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from cnnzoo.tasks.evaluate import run_config
+    from cnnzoo.tasks.train import build_module
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_train(["model=resnet18", *groups]), run / ".hydra" / "config.yaml")
+    as_export = OmegaConf.create({"run": str(run), "ckpt": "best", "seed": 0, "paths": {}})
+    as_eval = compose_train([f"run={run}"], config="eval")
+    for cfg in (run_config(as_export), run_config(as_eval)):
+        for section in ("model", "optim", "scheduler"):
+            OmegaConf.to_container(cfg[section], resolve=True)
+        build_module(cfg)
+    datamodule = instantiate(run_config(as_eval).data)
+    assert getattr(datamodule, "loader", "workers") == "workers"  # eval reads with workers

@@ -30,7 +30,7 @@ from cnnzoo.tasks.runs import job_overrides, release_unused_claims
 from cnnzoo.tasks.train import build_module
 
 log = logging.getLogger(__name__)
-RUN_SECTIONS = ("model", "data", "optim", "scheduler")  # what a run's config decides
+RUN_SECTIONS = ("model", "data", "optim", "scheduler", "trainer")  # what a run decided
 
 
 def run_config(cfg: DictConfig) -> DictConfig:
