@@ -521,3 +521,36 @@ def test_data_options_reach_the_training_steps(cache_dir, tmp_path, offline_env)
     for stage in ("val", "test"):
         assert seen[stage]["shapes"] == [[2, 3, 32, 32]] and seen[stage]["soft"] == [False]
         assert seen[stage]["dtypes"] == ["torch.float32"]  # uint8 in the loader (hook test)
+
+
+def short_png() -> bytes:
+    """A 100x100 PNG whose image data holds one row (libpng: "Not enough image data")."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 100, 100, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" + bytes(300))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_with_too_little_image_data_never_kills_the_process(tmp_path):
+    """torchvision's PNG decoder segfaults on it: the default decoder gives PNGs to PIL, and
+    verify checks with the decoder training uses (a process, so a crash is a failure here)."""
+    import subprocess
+    import sys
+
+    root = make_tree(tmp_path / "t", train=2, val=1)
+    bad = root / "train" / WNIDS[0] / "short.png"
+    bad.write_bytes(short_png())
+    code = (f"from cnnzoo.data.images import load_image; load_image({str(bad)!r}); "
+            "from cnnzoo.data.verify import main; "
+            f"main([{str(root)!r}, '--workers', '1'])")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "10 images checked" in proc.stderr  # 3 classes x (2 + 1), and short.png

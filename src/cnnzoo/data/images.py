@@ -58,10 +58,16 @@ def load_image(path: str, decoder: str = "torchvision"):
     return decode_bytes(data, path, decoder)
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
 def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
     """``load_image`` for an image already in memory (a file's bytes, a sample of a shard);
-    ``name`` says where it came from in a ``BadImageError``."""
-    if decoder == "torchvision":
+    ``name`` says where it came from in a ``BadImageError``. With ``torchvision`` only JPEGs
+    (by their first bytes) go to torchvision's decoder; its PNG decoder kills the process on
+    a PNG whose image data ends early (libpng's error, then a segmentation fault), so PNGs and
+    every other format are PIL's, which raises instead."""
+    if decoder == "torchvision" and data[:3] == JPEG_MAGIC:
         try:
             with warnings.catch_warnings():
                 # torchvision 0.29 deprecates its decoders for TorchCodec's (see the note in

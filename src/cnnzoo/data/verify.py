@@ -1,11 +1,14 @@
 """List the unreadable images of a tree: ``python -m cnnzoo.data.verify ROOT [--workers N]``.
 
-Every image file below ROOT (by extension) is fully decoded, in parallel worker processes, with a
-progress bar on stderr. Unreadable files go to stdout, one ``PATH<TAB>REASON`` line each, sorted;
-the exit status is 1 when there are any, so ``verify ROOT > bad.txt`` makes a list to act on.
+Every image file below ROOT (by extension) is fully decoded with the decoder training uses
+(``--decoder``, ``data.decoder``'s default: torchvision for JPEGs, PIL for the rest), in
+parallel worker processes, with a progress bar on stderr. Unreadable files go to stdout, one
+``PATH<TAB>REASON`` line each, sorted; the exit status is 1 when there are any, so
+``verify ROOT > bad.txt`` makes a list to act on.
 """
 
 import argparse
+import functools
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -14,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from cnnzoo.data.images import BadImageError, load_rgb
+from cnnzoo.data.images import DECODERS, BadImageError, load_image
 from cnnzoo.data.index import IMAGE_EXTENSIONS
 
 
@@ -30,18 +33,20 @@ def image_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def check(paths: list[str]) -> list[tuple[str, str]]:
+def check(paths: list[str], decoder: str = "torchvision") -> list[tuple[str, str]]:
     """(path, reason) of the files in ``paths`` that do not decode."""
     bad = []
     for path in paths:
         try:
-            load_rgb(path)
+            load_image(path, decoder)
         except BadImageError as e:
             bad.append((path, e.reason))
     return bad
 
 
-def verify(root: Path, workers: int, chunk: int = 256) -> tuple[int, list[tuple[str, str]]]:
+def verify(
+    root: Path, workers: int, chunk: int = 256, decoder: str = "torchvision"
+) -> tuple[int, list[tuple[str, str]]]:
     """(images checked, unreadable (path, reason) sorted by path)."""
     files = image_files(root)
     chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
@@ -49,7 +54,8 @@ def verify(root: Path, workers: int, chunk: int = 256) -> tuple[int, list[tuple[
     with Progress(console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(f"verifying {root}", total=len(files))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for paths, result in zip(chunks, pool.map(check, chunks), strict=True):
+            results = pool.map(functools.partial(check, decoder=decoder), chunks)
+            for paths, result in zip(chunks, results, strict=True):
                 bad += result
                 progress.advance(task, len(paths))
     return len(files), sorted(bad)
@@ -63,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (all CPUs)"
     )
+    parser.add_argument(
+        "--decoder", choices=DECODERS, default="torchvision", help="as data.decoder"
+    )
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"error: {args.root} is not a folder", file=sys.stderr)
         return 2
-    total, bad = verify(args.root, max(1, args.workers))
+    total, bad = verify(args.root, max(1, args.workers), decoder=args.decoder)
     for path, reason in bad:
         print(f"{path}\t{reason}")
     print(f"{total} images checked, {len(bad)} unreadable", file=sys.stderr)
