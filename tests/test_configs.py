@@ -119,13 +119,13 @@ def test_plain_sgd_has_no_momentum_and_no_decay(tmp_path):
 def test_loggers(tmp_path, offline_env):
     assert instantiate_group(compose_train(["logger=none"], out=tmp_path).get("logger")) == []
     (csv,) = instantiate_group(compose_train(["logger=csv"], out=tmp_path).logger)
-    assert type(csv).__name__ == "CSVLogger"
+    assert type(csv).__name__ == "ResumableCSVLogger"
     (wandb,) = instantiate_group(compose_train(["logger=wandb"], out=tmp_path).logger)
     assert isinstance(wandb, pl.loggers.WandbLogger)
     (tb,) = instantiate_group(compose_train(["logger=tensorboard"], out=tmp_path).logger)
     assert isinstance(tb, pl.loggers.TensorBoardLogger)
     both = instantiate_group(compose_train(["logger=[csv,tensorboard]"], out=tmp_path).logger)
-    assert [type(x).__name__ for x in both] == ["CSVLogger", "TensorBoardLogger"]
+    assert [type(x).__name__ for x in both] == ["ResumableCSVLogger", "TensorBoardLogger"]
 
 
 def test_quickstart_experiment_values(tmp_path):

@@ -32,4 +32,7 @@ class MetricHistory(pl.Callback):
         return {"entries": self.entries}
 
     def load_state_dict(self, state: dict) -> None:
-        self.entries = list(state["entries"])
+        """A resume's history; never a shorter one over what this run recorded (the test
+        stage reloads the best checkpoint, whose copy of the history may be older)."""
+        if len(state["entries"]) >= len(self.entries):
+            self.entries = list(state["entries"])

@@ -500,6 +500,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
             images, labels = self.mix(images, labels)
         return images, labels
 
+    def state_dict(self) -> dict[str, int]:
+        """Kept in checkpoints: the global batch the position in an epoch is counted in."""
+        return {"global_batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass  # (checked before a resume starts: cnnzoo.tasks.resume)
+
     def new_skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of the unreadable files skipped since the last call (this process)."""
         entries = read_skipped(self.skip_log, self._skipped_seen)

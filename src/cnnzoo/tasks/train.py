@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from cnnzoo.callbacks import MetricHistory, Throughput
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.datamodule import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.module import ClassificationModule
@@ -33,6 +34,12 @@ from cnnzoo.tasks.common import (
     instantiate_group,
     instantiate_target,
     model_gmacs,
+)
+from cnnzoo.tasks.resume import (
+    already_finished,
+    batch_size_history,
+    previous_results,
+    read_resume,
 )
 from cnnzoo.tasks.runs import (
     LauncherEnvironment,
@@ -148,6 +155,13 @@ def sweep_exit_status() -> int:
 
 def _train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
+    out = Path(cfg.paths.output_dir)
+    resume = read_resume(cfg)  # a resume this config cannot continue stops here, nothing touched
+    if resume is not None:
+        resume.previous = previous_results(out, resume)
+        if already_finished(resume, cfg.trainer.get("max_epochs")):
+            _say_finished(out, resume.previous)
+            return resume.previous.get("optimized_metric_value")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -155,9 +169,17 @@ def _train(cfg: DictConfig) -> float | None:
     check_input_size(cfg.model)
     module = build_module(cfg)
     trainer = build_trainer(cfg)
-    out = Path(cfg.paths.output_dir)
+    for logger in trainer.loggers:
+        if isinstance(logger, ResumableCSVLogger) and resume is not None:
+            logger.resume_step = resume.global_step  # metrics.csv goes on from there
     failed = True
-    record: dict[str, Any] = {"status": "running", "model": cfg.model.name, "output_dir": str(out)}
+    previous = resume.previous if resume is not None else {}
+    record: dict[str, Any] = previous | {
+        "status": "running",
+        "model": cfg.model.name,
+        "output_dir": str(out),
+        "batch_sizes": batch_size_history(resume, cfg.data.batch_size),
+    }
     if job := slurm_job_id():
         record["slurm_job_id"] = job
     try:
@@ -173,8 +195,9 @@ def _train(cfg: DictConfig) -> float | None:
         fit_metrics = _floats(trainer.callback_metrics)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
-        wall_time = time.perf_counter() - started
+        wall_time = time.perf_counter() - started + float(previous.get("wall_time_s") or 0)
         results = _results(cfg, trainer, facts, fit_metrics, test_metrics, wall_time)
+        results["batch_sizes"] = record["batch_sizes"]
         if trainer.is_global_zero:
             _write_results(out, results)
             print_summary(results)
@@ -191,6 +214,16 @@ def _train(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb(failed)
+
+
+def _say_finished(out: Path, results: dict[str, Any]) -> None:
+    """A resume of a finished run changes nothing: say so, and how to train longer."""
+    epochs = results.get("epochs")
+    print(
+        f"{out} finished its {epochs} epochs (test top-1 "
+        f"{results.get('metrics', {}).get('test/acc_top1', float('nan')):.2%}); nothing to do, "
+        f"nothing changed. To train longer: resume={out} trainer.max_epochs=<more than {epochs}>."
+    )
 
 
 def _ckpt_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:

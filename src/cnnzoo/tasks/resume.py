@@ -1,0 +1,114 @@
+"""What a resume may do, decided before anything in the run folder changes.
+
+A resume (``resume=RUN``, or ``ckpt_path=`` of a run's checkpoint) is checked against the
+checkpoint first: another architecture or class count, or another global batch in the middle
+of an epoch, is refused with the fix, and the folder stays as it was. A run that finished the
+epochs asked for is reported, not re-run. A run resumed in its own folder keeps its record:
+results.json's history and facts stay until the resumed run replaces them with the whole run's.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from cnnzoo.errors import ConfigError
+
+
+@dataclass
+class Resume:
+    """The facts of the checkpoint a run continues from."""
+
+    path: Path
+    epoch: int  # the epoch the checkpoint was saved in
+    global_step: int
+    mid_epoch: bool  # saved before its epoch ended (SIGTERM, pre-emption, a step checkpoint)
+    global_batch_size: int | None  # None: a checkpoint from before cnnzoo recorded it
+    previous: dict[str, Any] = field(default_factory=dict)  # the run folder's results.json
+
+
+def read_resume(cfg: DictConfig) -> Resume | None:
+    """The checkpoint ``ckpt_path`` names, read (tensors memory-mapped) and checked against
+    this run's config; None without ``ckpt_path``."""
+    if not cfg.get("ckpt_path"):
+        return None
+    path = Path(cfg.ckpt_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such checkpoint file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({e}).") from None
+    hparams = checkpoint.get("hyper_parameters", {})
+    for key, value in (("arch", cfg.model.name), ("num_classes", cfg.data.num_classes)):
+        if key in hparams and hparams[key] != value:
+            raise ConfigError(
+                f"{path} is a checkpoint of {key} {hparams[key]!r} but this run has {value!r}: "
+                "nothing was changed. Resume it with its own model and data (leave out "
+                "model= and data.num_classes=), or choose another checkpoint."
+            )
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    mid_epoch = bool(progress) and not progress.get("is_last_batch", True)
+    resume = Resume(
+        path=path,
+        epoch=int(checkpoint.get("epoch", 0)),
+        global_step=int(checkpoint.get("global_step", 0)),
+        mid_epoch=mid_epoch,
+        global_batch_size=_recorded_batch_size(checkpoint),
+    )
+    _check_batch_size(resume, cfg.data.batch_size)
+    return resume
+
+
+def _recorded_batch_size(checkpoint: dict) -> int | None:
+    """The global batch the DataModule saved in the checkpoint (its ``state_dict``)."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "global_batch_size" in value:
+            return int(value["global_batch_size"])
+    return None
+
+
+def _check_batch_size(resume: Resume, batch_size: int) -> None:
+    """Mid-epoch, the position in the epoch counts batches of the old size: refuse another."""
+    old = resume.global_batch_size
+    if old is not None and old != batch_size and resume.mid_epoch:
+        raise ConfigError(
+            f"{resume.path} was saved in the middle of epoch {resume.epoch} with global batch "
+            f"{old}; resuming there with data.batch_size={batch_size} would train some images "
+            f"twice and skip others. Resume with data.batch_size={old} (you may change it at "
+            "an epoch boundary: from a checkpoint saved at an epoch's end)."
+        )
+
+
+def previous_results(out: Path, resume: Resume | None) -> dict[str, Any]:
+    """The results.json of the run folder a resume continues in (its own folder), else {}."""
+    if resume is None or resume.path.resolve().parent.parent != out.resolve():
+        return {}
+    try:
+        return json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def already_finished(resume: Resume | None, max_epochs: int | None) -> bool:
+    """True when the run finished and no more epochs are asked for than it trained."""
+    if resume is None or resume.previous.get("status") != "finished":
+        return False
+    trained = int(resume.previous.get("epochs") or 0)
+    return max_epochs is not None and 0 <= max_epochs <= trained
+
+
+def batch_size_history(resume: Resume | None, batch_size: int) -> list[dict[str, int]]:
+    """The run's global batch sizes by the epoch they began (results.json's record)."""
+    history = list((resume.previous if resume else {}).get("batch_sizes") or [])
+    if resume is None:
+        return [{"from_epoch": 0, "global_batch_size": batch_size}]
+    if not history and resume.global_batch_size is not None:
+        history = [{"from_epoch": 0, "global_batch_size": resume.global_batch_size}]
+    if not history or history[-1]["global_batch_size"] != batch_size:
+        start = resume.epoch + (0 if resume.mid_epoch else 1)
+        history.append({"from_epoch": start, "global_batch_size": batch_size})
+    return history

@@ -1,0 +1,108 @@
+"""A run's record is never lost: refused and finished resumes change nothing, a resume keeps the
+history and metrics.csv whole, a batch size change is refused mid-epoch and recorded at an epoch
+boundary (in-process runs, CPU)."""
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_train, tiny_overrides
+
+from cnnzoo.callbacks import MetricHistory
+from cnnzoo.tasks.runs import resume_args
+from cnnzoo.tasks.train import train
+
+
+def snapshot(run: Path) -> dict[str, str]:
+    """Every file of a run folder with its content hash (a resume's own .hydra/ aside)."""
+    return {
+        str(p.relative_to(run)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and "resumed_" not in str(p)
+    }
+
+
+def first_run(cache_dir, run: Path, *extra: str) -> None:
+    overrides = [*tiny_overrides(cache_dir, run), "logger=csv", "trainer.max_epochs=2", *extra]
+    cfg = compose_train(overrides, out=run)
+    train(cfg)
+    (run / ".hydra").mkdir(exist_ok=True)  # what train.py's Hydra keeps of a run
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "\n".join(f"- {o}" for o in overrides if not o.startswith("paths.")) + "\n"
+    )
+
+
+def resume(run: Path, *args: str) -> float | None:
+    """``train.py resume=RUN ARGS`` in this process."""
+    overrides = [o for o in resume_args(run, list(args)) if not o.startswith("hydra.")]
+    return train(compose_train(overrides, out=run))
+
+
+def csv_rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+@pytest.fixture
+def finished(cache_dir, tmp_path, offline_env) -> Path:
+    run = tmp_path / "run"
+    first_run(cache_dir, run)
+    return run
+
+
+def test_a_refused_resume_changes_nothing(finished, capsys):
+    before = snapshot(finished)
+    for wrong in (["model=alexnet"], ["data.num_classes=5"]):
+        with pytest.raises(SystemExit) as e:
+            resume(finished, *wrong)
+        assert e.value.code == 1
+        assert "nothing was changed" in capsys.readouterr().err
+    assert snapshot(finished) == before
+
+
+def test_resuming_a_finished_run_says_so_and_more_epochs_keep_the_record(finished, capsys):
+    before = snapshot(finished)
+    results = json.loads((finished / "results.json").read_text())
+    assert [h["epoch"] for h in results["val_history"]] == [0, 1]  # every epoch, not to the best
+    assert resume(finished) == results["optimized_metric_value"]
+    assert "finished its 2 epochs" in capsys.readouterr().out
+    assert snapshot(finished) == before
+
+    resume(finished, "trainer.max_epochs=3")
+    longer = json.loads((finished / "results.json").read_text())
+    assert longer["status"] == "finished" and longer["epochs"] == 3
+    assert [h["epoch"] for h in longer["val_history"]] == [0, 1, 2]
+    assert longer["wall_time_s"] > results["wall_time_s"]
+    rows = csv_rows(finished)
+    val_epochs = [r["epoch"] for r in rows if r.get("val/acc_top1")]
+    assert val_epochs == ["0", "1", "2"]  # the whole run, once (Lightning's logger kept epoch 2)
+    assert len([r for r in rows if r.get("test/acc_top1")]) == 1
+
+
+def test_history_never_shrinks_to_an_older_checkpoints_copy():
+    history = MetricHistory()
+    history.load_state_dict({"entries": [{"epoch": 0}, {"epoch": 1}]})
+    history.load_state_dict({"entries": [{"epoch": 0}]})  # the best checkpoint, reloaded to test
+    assert [e["epoch"] for e in history.entries] == [0, 1]
+
+
+def test_another_batch_size_is_refused_mid_epoch_and_recorded_at_a_boundary(
+    cache_dir, tmp_path, offline_env, capsys
+):
+    run, steps = tmp_path / "run", tmp_path / "steps"
+    first_run(cache_dir, run, "+callbacks.mid._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+              f"+callbacks.mid.dirpath={steps}", "+callbacks.mid.every_n_train_steps=2",
+              "+callbacks.mid.save_top_k=-1")  # fmt: skip
+    before = snapshot(run)
+    mid = compose_train([*tiny_overrides(cache_dir, run), "logger=csv", "data.batch_size=16",
+                         f"ckpt_path='{steps / 'epoch=0-step=2.ckpt'}'"], out=run)  # fmt: skip
+    with pytest.raises(SystemExit):
+        train(mid)
+    assert "saved in the middle of epoch 0 with global batch 8" in capsys.readouterr().err
+    assert snapshot(run) == before
+    resume(run, "data.batch_size=16", "trainer.max_epochs=3")  # from last.ckpt: epoch 1's end
+    results = json.loads((run / "results.json").read_text())
+    assert results["batch_sizes"] == [{"from_epoch": 0, "global_batch_size": 8},
+                                      {"from_epoch": 2, "global_batch_size": 16}]  # fmt: skip
+    assert results["global_batch_size"] == 16
