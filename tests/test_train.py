@@ -196,7 +196,7 @@ def test_trained_weights_load_into_torchvision_and_refuse_another_arch(
     )  # fmt: skip
     with pytest.raises(SystemExit):
         train(other)
-    assert "arch 'resnet18' but this run's model has arch 'resnet34'" in capsys.readouterr().err
+    assert "checkpoint of arch 'resnet18' but this run has 'resnet34'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "heads"), [("googlenet", 2), ("inception_v3", 1)])
