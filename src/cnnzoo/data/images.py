@@ -66,7 +66,7 @@ def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
     ``name`` says where it came from in a ``BadImageError``. With ``torchvision`` only JPEGs
     (by their first bytes) go to torchvision's decoder; its PNG decoder kills the process on
     a PNG whose image data ends early (libpng's error, then a segmentation fault), so PNGs and
-    every other format are PIL's, which raises instead."""
+    every other format are PIL's, which raises instead (and gives a uint8 tensor too)."""
     if decoder == "torchvision" and data[:3] == JPEG_MAGIC:
         try:
             with warnings.catch_warnings():
@@ -79,7 +79,12 @@ def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
                 return decode_image(buffer, mode=ImageReadMode.RGB)
         except (ImportError, RuntimeError, ValueError):
             pass  # PIL decides (and names the reason when it cannot read it either)
-    return _pil_rgb(io.BytesIO(data), name)
+    image = _pil_rgb(io.BytesIO(data), name)
+    if decoder == "torchvision":  # the same type whichever library decoded it
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return pil_to_tensor(image)
+    return image
 
 
 def skip_or_raise(error: BadImageError, on_bad_file: str, skip_log: Path | None, remedy: str):
