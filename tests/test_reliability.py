@@ -269,3 +269,38 @@ def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys
         main_argv()
     assert exit_.value.code == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_folder_has_one_owner(cache_dir, tmp_path, offline_env):
+    """While a run trains, a second run into its folder and a resume of it are refused with one
+    line and change nothing; the first finishes with one best checkpoint. A killed run's folder
+    is free at once (the lock is the kernel's)."""
+    folder = tmp_path / "shared"
+    args = [*tiny_overrides(cache_dir, None), "logger=csv", f"hydra.run.dir={folder}"]
+    slow = [
+        "+callbacks.slow._target_=probes.SlowSteps",
+        "+callbacks.slow.seconds=5",
+        "trainer.limit_train_batches=5",
+    ]  # ~20 s after step 1: time for two refusals
+    first = _run_until_step([*args, *slow], offline_env, tmp_path, step=1)  # fmt: skip
+    for attempt in (args, [f"resume={folder}"]):
+        proc = run_train(attempt, offline_env, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert f"{folder} is in use by a run that is still going (pid {first.pid}" in proc.stderr
+    rest, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, rest[-3000:]
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert json.loads((folder / "results.json").read_text())["status"] == "finished"
+    assert not list(folder.glob(".hydra/resumed_*"))
+
+    from cnnzoo.tasks.runs import own_folder, release_folder
+
+    code = f"from cnnzoo.tasks.runs import own_folder; own_folder({str(folder)!r})"
+    hold = f"{code}; print('owned', flush=True); import time; time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "owned"
+    holder.kill()
+    holder.wait()
+    own_folder(folder)  # the killed owner's lock went with it
+    release_folder(folder)

@@ -11,16 +11,17 @@ import pytest
 from conftest import compose_train, tiny_overrides
 
 from cnnzoo.callbacks import MetricHistory
-from cnnzoo.tasks.runs import resume_args
+from cnnzoo.tasks.runs import OWNER_FILE, resume_args
 from cnnzoo.tasks.train import train
 
 
 def snapshot(run: Path) -> dict[str, str]:
-    """Every file of a run folder with its content hash (a resume's own .hydra/ aside)."""
+    """Every file of a run folder with its content hash (a resume's own .hydra/ and the owner
+    lock aside)."""
     return {
         str(p.relative_to(run)): hashlib.md5(p.read_bytes()).hexdigest()
         for p in sorted(run.rglob("*"))
-        if p.is_file() and "resumed_" not in str(p)
+        if p.is_file() and "resumed_" not in str(p) and p.name != OWNER_FILE
     }
 
 
@@ -106,3 +107,18 @@ def test_another_batch_size_is_refused_mid_epoch_and_recorded_at_a_boundary(
     assert results["batch_sizes"] == [{"from_epoch": 0, "global_batch_size": 8},
                                       {"from_epoch": 2, "global_batch_size": 16}]  # fmt: skip
     assert results["global_batch_size"] == 16
+
+
+def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offline_env, recwarn):
+    """Paths inside a run follow the folder: resumed after a move, the run keeps its best score
+    and files (Lightning's forgot them: a 'best-v1.ckpt' was tested instead of best.ckpt)."""
+    old, new = tmp_path / "old", tmp_path / "moved"
+    first_run(cache_dir, old, "trainer.max_epochs=1")
+    old.rename(new)
+    resume(new, "trainer.max_epochs=2")
+    assert sorted(p.name for p in (new / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    results = json.loads((new / "results.json").read_text())
+    assert results["best_checkpoint"] == str(new / "checkpoints" / "best.ckpt")
+    best = max(results["val_history"], key=lambda h: h["val/acc_top1"])
+    assert results["best_val"]["val/acc_top1"] == best["val/acc_top1"]
+    assert not [str(w.message) for w in recwarn if "dirpath has changed" in str(w.message)]

@@ -3,6 +3,7 @@
 - ``AtomicCheckpointIO``: every checkpoint is written to a temporary file in the same folder,
   flushed to disk, then renamed over the target: a crash during a save leaves the previous
   ``last.ckpt`` intact, and no reader ever sees a partial file.
+- ``RunCheckpoint``: ModelCheckpoint whose saved paths follow a moved run folder.
 - ``ResumeState``: saves the random number generators' states in every checkpoint (Lightning
   does not) and restores them on resume, so dropout draws the same masks as an uninterrupted
   run; on SIGTERM or Ctrl-C it saves ``last.ckpt`` before the process exits and prints the
@@ -20,7 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
@@ -48,6 +49,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose saved paths follow the run folder. Resumed from a run
+    folder that was moved or copied, Lightning's forgets the best score (its paths name the old
+    folder), so the first validation after the resume became a new best, ``best-v1.ckpt``, and
+    the test scored it. Here the paths are mapped to the folder the checkpoints are in now when
+    the files are there (a checkpoint of another run leaves Lightning's behaviour as it is).
+    Its state keeps ModelCheckpoint's key, so checkpoints saved before load as they did."""
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and os.path.normpath(old) != os.path.normpath(self.dirpath):
+            state_dict = _moved_paths(state_dict, old, self.dirpath)
+        super().load_state_dict(state_dict)
+
+
+def _moved_paths(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``state`` with its paths under ``old`` under ``new`` instead, when ``new`` holds them."""
+
+    def moved(path: str) -> str:
+        if isinstance(path, str) and path.startswith(old.rstrip(os.sep) + os.sep):
+            candidate = os.path.join(new, os.path.relpath(path, old))
+            return candidate if os.path.exists(candidate) else path
+        return path
+
+    keys = ("best_model_path", "kth_best_model_path", "last_model_path")
+    paths = [p for p in (*(state.get(k) for k in keys), *(state.get("best_k_models") or {})) if p]
+    if any(moved(p) == p for p in paths):  # not all in the new place: another run's checkpoint
+        return state
+    return {
+        **state,
+        **{key: moved(state.get(key) or "") for key in keys},
+        "best_k_models": {moved(k): v for k, v in (state.get("best_k_models") or {}).items()},
+        "dirpath": new,
+    }
 
 
 LAST = "last.ckpt"  # written after every epoch (callbacks.last_checkpoint) and on interruption

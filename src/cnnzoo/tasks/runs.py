@@ -5,8 +5,10 @@ checks run on the command line first (``prepare_argv``), before Hydra sees it.
 """
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +52,48 @@ def release_unused_claims(keep: str | os.PathLike) -> None:
             continue
         with contextlib.suppress(OSError):
             path.rmdir()  # only when empty
+
+
+OWNER_FILE = ".cnnzoo-owner"
+_owned: dict[Path, int] = {}  # run folder -> the open, locked owner file
+
+
+def own_folder(folder: str | os.PathLike) -> None:
+    """Make this process the owner of run folder ``folder`` until it exits (or
+    ``release_folder``): a second run in the folder, or a resume of a run still running, is
+    refused naming the owner, before it changes anything. The lock is the kernel's (flock on
+    ``.cnnzoo-owner``): it goes with the process, so a killed run can be resumed at once."""
+    folder = Path(folder).resolve()
+    if folder in _owned:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 500).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(
+            f"{folder} is in use by a run that is still going ({owner}); nothing was changed. "
+            "Wait for it to end (or stop it) to resume it, or choose another folder."
+        ) from None
+    os.ftruncate(fd, 0)
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode())
+    _owned[folder] = fd
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    """Give up ownership of ``folder`` (a sweep's job that ended)."""
+    fd = _owned.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # (closing drops the flock)
+
+
+def is_first_rank() -> bool:
+    """False in the processes that only join a run: DDP ranks Lightning, torchrun or SLURM
+    started besides the first."""
+    return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
 
 
 def sweep_group() -> str | None:
@@ -184,14 +228,17 @@ def prepare_argv(argv: list[str]) -> list[str]:
         if "-m" in args or "--multirun" in args:
             raise ConfigError("resume= continues one run; it cannot be combined with -m.")
         rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
+        if is_first_rank() and Path(resume).is_dir():
+            own_folder(resume)  # before Hydra writes anything into it
         return [argv[0], *resume_args(Path(resume), rest)]
     run_dir = _value(args, "hydra.run.dir")
-    child_rank = "LOCAL_RANK" in os.environ  # a DDP rank started in rank 0's folder
-    if run_dir and not child_rank and _holds_a_run(Path(run_dir)) and not _value(args, "ckpt_path"):
-        raise ConfigError(
-            f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
-            f"Continue it with resume={run_dir}, or choose another folder."
-        )
+    if run_dir and is_first_rank() and "$" not in run_dir:
+        own_folder(run_dir)  # two runs started into one folder at once: one goes on
+        if _holds_a_run(Path(run_dir)) and not _value(args, "ckpt_path"):
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
+                f"Continue it with resume={run_dir}, or choose another folder."
+            )
     return argv
 
 

@@ -43,7 +43,10 @@ from cnnzoo.tasks.resume import (
 )
 from cnnzoo.tasks.runs import (
     LauncherEnvironment,
+    is_first_rank,
     job_overrides,
+    own_folder,
+    release_folder,
     release_unused_claims,
     share_job_with_ranks,
 )
@@ -115,6 +118,9 @@ def train(cfg: DictConfig) -> float | None:
     the sweep goes on: the job returns ``failed_job_value`` to the sweeper (Optuna records it)
     and ``train.py`` exits 1 at the end, naming the failed jobs."""
     release_unused_claims(cfg.paths.output_dir)
+    owner = is_first_rank()
+    if owner:  # one run per folder: a second one is refused here, writing nothing
+        own_folder(cfg.paths.output_dir)
     try:
         with LauncherEnvironment():
             if (overrides := job_overrides()) is not None:
@@ -132,6 +138,8 @@ def train(cfg: DictConfig) -> float | None:
         return float(cfg.get("failed_job_value", 0.0))
     finally:  # (Hydra may resolve the names again while a sweep's job runs)
         release_unused_claims(cfg.paths.output_dir)
+        if owner:
+            release_folder(cfg.paths.output_dir)
 
 
 def in_sweep() -> bool:
