@@ -554,3 +554,22 @@ def test_a_png_with_too_little_image_data_never_kills_the_process(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "10 images checked" in proc.stderr  # 3 classes x (2 + 1), and short.png
+
+
+def test_links_are_followed_once_never_in_a_cycle_or_into_another_class(tmp_path, caplog):
+    """``ln -s .. train/<class>/loop`` was followed ~40 levels deep (1,464 images for 24), and
+    a link into another class folder labelled its images twice."""
+    root = make_tree(tmp_path / "t", train=4, val=2)
+    elsewhere = make_tree(tmp_path / "elsewhere", wnids=WNIDS[:1], train=3, val=1)
+    first, second = (root / "train" / w for w in WNIDS[:2])
+    (first / "loop").symlink_to("..")  # a cycle
+    (first / "other_class").symlink_to(second)  # another class's images
+    (first / "extra").symlink_to(elsewhere / "train" / WNIDS[0])  # a folder kept elsewhere
+    (second / "again.JPEG").symlink_to(second / f"{WNIDS[1]}_0.JPEG")  # one image twice
+    dm = datamodule(root)
+    dm.setup()
+    train = dm.datasets["train"]
+    assert len(train) == 3 * 4 + 3  # each image once, with the folder linked from elsewhere
+    assert list(train.index.counts()) == [4 + 3, 4, 4]
+    assert "links lead to folders or images already indexed" in caplog.text
+    assert "loop" in caplog.text

@@ -84,15 +84,49 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def file_identity(path: str | os.PathLike) -> tuple[int, int]:
+    """What a file or folder is, whatever links lead to it: (device, inode)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def walk_once(
+    top: str | os.PathLike, seen_dirs: set[tuple[int, int]], skipped: list[str]
+) -> list[tuple[str, list[str]]]:
+    """(folder, file names) below ``top`` in ImageFolder's order (sorted ``os.walk``, links
+    followed), hidden folders left out, and no folder whose identity is in ``seen_dirs`` (or
+    walked before): the links leading to one are appended to ``skipped``."""
+    walked = []
+    for root, dirs, names in os.walk(top, followlinks=True):
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            identity = file_identity(os.path.join(root, d))
+            if identity in seen_dirs:
+                skipped.append(os.path.join(root, d))
+            else:
+                seen_dirs.add(identity)
+                kept.append(d)
+        dirs[:] = kept  # os.walk descends into these only
+        walked.append((root, names))
+    return sorted(walked)
+
+
 def scan(folder: Path) -> SplitIndex:
-    """Walk ``folder`` (one split) and index its images, in ImageFolder's order."""
+    """Walk ``folder`` (one split) and index its images, in ImageFolder's order.
+
+    Links are followed (to files, and to folders kept elsewhere), but no folder is walked
+    twice: a link that leads back up (``ln -s .. loop``, a cycle) or into another class folder
+    is skipped, and a file reached twice (under two classes, or twice in one) counts once, at
+    its first place. The skipped links are named in one warning."""
     classes = class_folders(folder)
     paths: list[bytes] = []
     targets: list[int] = []
     other = 0
+    seen_dirs = {file_identity(folder), *(file_identity(folder / name) for name in classes)}
+    seen_files: set[tuple[int, int]] = set()
+    skipped: list[str] = []
     for target, name in enumerate(classes):
-        for root, dirs, names in sorted(os.walk(folder / name, followlinks=True)):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for root, names in walk_once(folder / name, seen_dirs, skipped):
             rel = os.path.relpath(root, folder)
             for file in sorted(names):
                 if file.startswith("."):
@@ -100,8 +134,24 @@ def scan(folder: Path) -> SplitIndex:
                 if not file.lower().endswith(IMAGE_EXTENSIONS):
                     other += 1
                     continue
+                try:
+                    identity = file_identity(os.path.join(root, file))
+                except OSError:  # a broken link: reading it will name it
+                    identity = (-1, len(paths))
+                if identity in seen_files:
+                    skipped.append(os.path.join(root, file))
+                    continue
+                seen_files.add(identity)
                 paths.append(os.path.join(rel, file).encode())
                 targets.append(target)
+    if skipped:
+        log.warning(
+            "%s: %d links lead to folders or images already indexed (a cycle, another class, a "
+            "second copy) and were skipped, e.g. %s",
+            folder,
+            len(skipped),
+            skipped[:3],
+        )
     lengths = np.fromiter(map(len, paths), dtype=np.int64, count=len(paths))
     offsets = np.zeros(len(paths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cnnzoo.data.images import DECODERS, BadImageError, load_image
-from cnnzoo.data.index import IMAGE_EXTENSIONS
+from cnnzoo.data.index import IMAGE_EXTENSIONS, file_identity, walk_once
 
 
 def image_files(root: Path) -> list[str]:
+    """The image files below ``root``, links followed but no folder twice (no cycles)."""
     found = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for folder, names in walk_once(root, {file_identity(root)}, []):
         found += [
             os.path.join(folder, n)
             for n in names
