@@ -122,3 +122,21 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
     best = max(results["val_history"], key=lambda h: h["val/acc_top1"])
     assert results["best_val"]["val/acc_top1"] == best["val/acc_top1"]
     assert not [str(w.message) for w in recwarn if "dirpath has changed" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size=0: give the global batch as a positive whole"),
+        ("model.lr=fast", "optim.lr='fast' (model.lr unless set): give a number"),
+        ("trainer.max_epochs=-2", "`max_epochs` must be a non-negative integer"),
+        ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
+    ],
+)
+def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, override, message):
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none", override], tmp_path)
+    with pytest.raises(SystemExit) as e:
+        train(cfg)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and "Traceback" not in err

@@ -115,6 +115,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         root_setting: str = "data.root (or the IMAGENET_ROOT environment variable)",
     ) -> None:
         super().__init__()
+        check_batch_size(batch_size)
         if eval_resize < image_size:
             raise ConfigError(
                 f"data.eval_resize={eval_resize} is smaller than data.image_size={image_size}: "
@@ -548,6 +549,15 @@ def auto_workers(cpus: int, devices: int) -> int:
     """DataLoader workers per device: the node's CPUs shared by its devices, one left for each
     device's main process, at least 1 and at most 8 (more rarely pays and costs memory)."""
     return max(1, min(8, cpus // max(1, devices) - 1))
+
+
+def check_batch_size(batch_size) -> None:
+    """A global batch is a whole number of images, at least one."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"data.batch_size={batch_size!r}: give the global batch as a positive whole number "
+            "of images (256 in the papers)."
+        )
 
 
 def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:

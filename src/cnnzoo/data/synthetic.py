@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from cnnzoo.data.datamodule import per_device_batch_size
+from cnnzoo.data.datamodule import check_batch_size, per_device_batch_size
 
 
 class _RepeatedBatch(Dataset):
@@ -39,6 +39,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_batch_size(batch_size)
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.image_size = image_size

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -36,10 +37,16 @@ def build_net(model_cfg: DictConfig) -> nn.Module:
 def effective_lr(cfg: DictConfig) -> float:
     """``optim.lr``, times global batch / 256 with ``optim.lr_scaling=linear`` (Goyal et al.)."""
     scaling = cfg.optim.get("lr_scaling", "none")
+    try:
+        lr = float(cfg.optim.lr)
+    except ValueError:
+        raise ConfigError(
+            f"optim.lr={cfg.optim.lr!r} (model.lr unless set): give a number, e.g. model.lr=0.1."
+        ) from None
     if scaling == "none":
-        return float(cfg.optim.lr)
+        return lr
     if scaling == "linear":
-        return float(cfg.optim.lr) * cfg.data.batch_size / BASE_BATCH_SIZE
+        return lr * cfg.data.batch_size / BASE_BATCH_SIZE
     raise ConfigError(f"optim.lr_scaling={scaling!r}: choose none or linear.")
 
 
@@ -89,7 +96,8 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall (also
-    one raised by a constructor that Hydra's ``instantiate`` called)."""
+    one raised by a constructor that Hydra's ``instantiate`` called, and Lightning's
+    ``MisconfigurationException`` of a trainer setting, e.g. ``trainer.max_epochs=-2``)."""
 
     @functools.wraps(task)
     def run(*args, **kwargs) -> T:
@@ -97,7 +105,7 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             return task(*args, **kwargs)
         except (UserError, InstantiationException) as e:
             cause = e if isinstance(e, UserError) else e.__cause__
-            if not isinstance(cause, UserError):  # Hydra's wrapper of a bug: the traceback
+            if not isinstance(cause, UserError | MisconfigurationException):  # a bug's traceback
                 raise
             print(f"\nerror: {cause}", file=sys.stderr)
             raise SystemExit(1) from None
