@@ -79,7 +79,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
     assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 1e-4
     callbacks = instantiate_group(cfg.callbacks)
     assert {type(c).__name__ for c in callbacks} == {
-        "ModelCheckpoint",
+        "RunCheckpoint",
         "LearningRateMonitor",
         "RichProgressBar",
         "Throughput",
