@@ -78,6 +78,20 @@ def tiny_overrides(cache_dir: Path, out: Path) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory) -> dict[str, str]:
+    """A one-node SLURM cluster on this machine (tests/slurm/start.sh: Debian's packages,
+    installed when missing), stopped at the end; the environment that reaches it. Skips,
+    saying why, where it cannot start (no root, no apt, no network for the packages)."""
+    folder = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "start.sh"), str(folder)],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    if start.returncode != 0:
+        pytest.skip(f"no local SLURM cluster: {start.stderr.strip()[-500:]}")
+    yield {"SLURM_CONF": start.stdout.strip().splitlines()[-1]}
+    subprocess.run(["bash", str(ROOT / "tests" / "slurm" / "stop.sh"), str(folder)], timeout=120)
+
+
 @pytest.fixture
 def offline_env(monkeypatch, tmp_path) -> dict[str, str]:
     """No W&B credentials anywhere: the default logger must go offline on its own."""

@@ -6,6 +6,7 @@ checks run on the command line first (``prepare_argv``), before Hydra sees it.
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -29,6 +30,10 @@ def unique_dir(path: str) -> str:
     """
     if path in _claimed:
         return _claimed[path]
+    inherited = os.environ.get(_claim_variable(path))
+    if inherited and Path(inherited).is_dir():  # the launcher's claim (a SLURM sweep's job)
+        _claimed[path] = inherited
+        return inherited
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     candidate, n = path, 1
     while True:
@@ -39,7 +44,20 @@ def unique_dir(path: str) -> str:
             n += 1
             candidate = f"{path}-{n}"
     _claimed[path] = candidate
+    os.environ[_claim_variable(path)] = candidate  # for the processes this one starts
     return candidate
+
+
+def _claim_variable(path: str) -> str:
+    """The environment variable that passes a claim on to child processes: the jobs that the
+    submitit launcher submits compose the sweep's config again in their own process, and
+    would otherwise claim a sweep folder each (SLURM passes the environment on to jobs)."""
+    return "CNNZOO_CLAIMED_" + hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def claimed_folders() -> list[str]:
+    """The run and sweep folders this process claimed (``unique_dir``) that exist."""
+    return [folder for folder in _claimed.values() if Path(folder).is_dir()]
 
 
 def release_unused_claims(keep: str | os.PathLike) -> None:
@@ -106,11 +124,33 @@ def sweep_group() -> str | None:
     return Path(HydraConfig.get().runtime.output_dir).parent.name
 
 
+def slurm_tasks_per_node(devices) -> int:
+    """The launcher's tasks per node: the trainer's devices, which SLURM must be told."""
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    raise ConfigError(
+        f"trainer.devices={devices!r} with hydra/launcher=slurm: SLURM allocates what it is "
+        "asked for, so give the processes per node, e.g. trainer.devices=8 (one per GPU)."
+    )
+
+
+def slurm_gpus_per_node(accelerator: str, devices) -> int | None:
+    """GPUs per node for the launcher: one per task on a GPU trainer, none on the CPU."""
+    return None if accelerator == "cpu" else slurm_tasks_per_node(devices)
+
+
+RESOLVERS = {
+    "unique_dir": unique_dir,
+    "sweep_group": sweep_group,
+    "slurm_tasks": slurm_tasks_per_node,
+    "slurm_gpus": slurm_gpus_per_node,
+}
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("unique_dir"):
-        OmegaConf.register_new_resolver("unique_dir", unique_dir)
-    if not OmegaConf.has_resolver("sweep_group"):
-        OmegaConf.register_new_resolver("sweep_group", sweep_group)
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def _value(args: list[str], key: str) -> str | None:
@@ -203,7 +243,7 @@ def slurm_args(args: list[str]) -> list[str]:
     log_dir = Path(_value(args, "paths.log_dir") or "outputs")
     run = log_dir / "train" / folder
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    if _holds_a_run(run):
+    if _holds_a_run(run) and (restarts or rank == 0):  # (other ranks join rank 0's run)
         if not restarts:  # a second train.py in the same job: a folder of its own
             if int(os.environ.get("SLURM_NTASKS") or 1) == 1:
                 return args

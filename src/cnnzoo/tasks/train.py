@@ -43,6 +43,7 @@ from cnnzoo.tasks.resume import (
 )
 from cnnzoo.tasks.runs import (
     LauncherEnvironment,
+    claimed_folders,
     is_first_rank,
     job_overrides,
     own_folder,
@@ -151,14 +152,29 @@ def in_sweep() -> bool:
 
 
 def sweep_exit_status() -> int:
-    """After a sweep: 1 and the list of failed jobs on stderr if any failed, else 0."""
-    if not FAILED_JOBS:
+    """After a sweep: 1 and the list of failed jobs on stderr if any failed, else 0. The jobs
+    of a launcher that runs them elsewhere (SLURM) are read from their results.json."""
+    failed = list(dict.fromkeys([*FAILED_JOBS, *_failed_in_sweep_folders()]))
+    if not failed:
         return 0
-    print(f"\nerror: {len(FAILED_JOBS)} sweep job(s) failed (status and error in each "
+    print(f"\nerror: {len(failed)} sweep job(s) failed (status and error in each "
           "results.json, traceback in its train.log):", file=sys.stderr)  # fmt: skip
-    for folder in FAILED_JOBS:
+    for folder in failed:
         print(f"  {folder}", file=sys.stderr)
     return 1
+
+
+def _failed_in_sweep_folders() -> list[str]:
+    """The job folders of this process's sweep folders whose results.json says failed."""
+    failed = []
+    for folder in claimed_folders():
+        for results in sorted(Path(folder).glob("*/results.json")):
+            try:
+                if json.loads(results.read_text()).get("status") == "failed":
+                    failed.append(str(results.parent))
+            except (OSError, ValueError):
+                continue
+    return failed
 
 
 def _train(cfg: DictConfig) -> float | None:
