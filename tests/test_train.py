@@ -256,3 +256,24 @@ def test_prediction_grid_with_csv_and_tensorboard_together(cache_dir, tmp_path, 
     assert not (tmp_path / "wandb").exists()  # no W&B unless asked for
     tags = EventAccumulator(str(tmp_path / "tensorboard")).Reload().Tags()
     assert "val/acc_top1" in tags["scalars"] and "val/predictions" in tags["images"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_optuna_study_continues_in_its_database(cache_dir, tmp_path, offline_env):
+    """hparams_search=optuna with sqlite storage: killed when its 3rd of 4 trials starts, the
+    same command runs the 2 trials left in the same database (n_trials is the study's size)."""
+    import optuna
+
+    db = tmp_path / "optuna.db"
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage=sqlite:///{db}",
+            "experiment=quickstart", *tiny_overrides(cache_dir, None), "logger=none"]  # fmt: skip
+    env = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}
+    crash = ["+callbacks.crash._target_=probes.ExitAfterJobs", "+callbacks.crash.jobs=2"]
+    assert run_train([*args, *crash], env, cwd=tmp_path).returncode == 3
+    proc = run_train(args, env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="resnet18_lr_wd", storage=f"sqlite:///{db}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 4 and states.count("RUNNING") == 1  # the killed one
+    second = max((tmp_path / "outputs" / "train").glob("multirun_*"))
+    assert len(list(second.glob("*/results.json"))) == 2
