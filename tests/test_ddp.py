@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import CONF, ROOT, compose_train, run_train, tiny_overrides
+from omegaconf import OmegaConf
 
 from cnnzoo.tasks.evaluate import run_eval
 
@@ -99,6 +100,20 @@ def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
     assert launcher.signal_delay_s > 0  # SIGUSR2 ahead of the limit: SlurmRequeue's cue
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cpu = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "trainer=ddp_cpu", f"paths.log_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+        every = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "trainer=ddp", f"paths.log_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    assert (cpu.hydra.launcher.tasks_per_node, cpu.hydra.launcher.gpus_per_node) == (2, None)
+    with pytest.raises(Exception, match=r"trainer.devices=-1 with hydra/launcher=slurm"):
+        OmegaConf.to_container(every.hydra.launcher, resolve=True)  # trainer=ddp: devices -1
 
 
 RUN_DIR = "hydra.run.dir=${paths.log_dir}/train"
