@@ -291,7 +291,7 @@ class DaliLoader:
                     images, labels = pipe.run()
                 except StopIteration:
                     break
-                out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream)
+                out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream, self.device_id)
                 yield out, _labels(labels)
         except Exception:
             _park(pipe)
@@ -421,10 +421,10 @@ def _park(pipe) -> None:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(native))  # not freed even at exit
 
 
-def _to_torch(images, normalized: bool, feed_ndarray, stream) -> torch.Tensor:
-    """A DALI batch (on the GPU or the CPU) copied into a new torch tensor on that device."""
+def _to_torch(images, normalized: bool, feed_ndarray, stream, device_id) -> torch.Tensor:
+    """A DALI batch (on GPU ``device_id``, or the CPU) copied into a new torch tensor there."""
     images = images.as_tensor()
-    device = "cpu" if stream is None else torch.device("cuda", torch.cuda.current_device())
+    device = "cpu" if device_id is None else torch.device("cuda", device_id)
     dtype = torch.float32 if normalized else torch.uint8
     out = torch.empty(images.shape(), dtype=dtype, device=device)
     feed_ndarray(images, out, cuda_stream=stream)
