@@ -4,6 +4,8 @@ crash; the numbers come from results.json (the sweep test checks them against re
 import csv
 import json
 
+import pytest
+
 from cnnzoo.report import main
 
 
@@ -48,3 +50,27 @@ def test_no_runs_is_an_error_naming_the_folder(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 1
     assert "no runs found" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_learning_curves_label_runs_by_what_the_sweep_varied(tmp_path):
+    from cnnzoo.report import learning_curves
+
+    sweep = tmp_path / "sweep"
+    for i, (model, lr) in enumerate([("resnet18", 0.1), ("resnet18", 0.01), ("alexnet", 0.1)]):
+        history = [{"epoch": e, "val/acc_top1": 0.1 * (e + 1) + lr} for e in range(3)]
+        folder = run_folder(sweep, f"{i}_{model}", json.dumps({"status": "finished",
+                            "val_history": history}), model=model)  # fmt: skip
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            f"- model={model}\n- optim.lr={lr}\n- trainer.max_epochs=3\n"
+        )
+    run_folder(sweep, "3_broken", '{"status": "fini')  # no curve, no crash
+    curves = learning_curves(sorted(p for p in sweep.iterdir()))
+    assert [label for label, _, _ in curves] == [
+        "model=resnet18, optim.lr=0.1",
+        "model=resnet18, optim.lr=0.01",
+        "model=alexnet, optim.lr=0.1",
+    ]
+    _, epochs, errors = curves[1]
+    assert epochs == [0, 1, 2] and errors == pytest.approx([89.0, 79.0, 69.0])
+    assert main([str(sweep)]) == 0
+    assert (sweep / "curves.png").stat().st_size > 10_000
