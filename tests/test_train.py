@@ -277,3 +277,22 @@ def test_an_interrupted_optuna_study_continues_in_its_database(cache_dir, tmp_pa
     assert states.count("COMPLETE") == 4 and states.count("RUNNING") == 1  # the killed one
     second = max((tmp_path / "outputs" / "train").glob("multirun_*"))
     assert len(list(second.glob("*/results.json"))) == 2
+
+
+def test_lr_range_test_saves_its_plot_and_suggestion_and_trains_nothing(
+    cache_dir, tmp_path, offline_env, capsys
+):
+    overrides = [*tiny_overrides(cache_dir, tmp_path), "logger=none", "tune=lr_find",
+                 "lr_find.steps=30", "trainer.limit_train_batches=null"]  # fmt: skip
+    suggested = train(compose_train(overrides, out=tmp_path))
+    record = json.loads((tmp_path / "lr_find.json").read_text())
+    assert len(record["lr"]) == len(record["loss"]) > 5
+    assert record["lr"] == sorted(record["lr"])  # an increasing range
+    assert suggested == record["suggested_lr"] and 1e-6 <= suggested <= 1.0
+    assert f"model.lr={record['suggested_model_lr']:.3g}" in capsys.readouterr().out
+    assert (tmp_path / "lr_find.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "lr_find"
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))  # no training
+    with pytest.raises(SystemExit):
+        train(compose_train([*overrides[:-3], "tune=batch_size"], out=tmp_path / "other"))
+    assert "tune='batch_size': the one tuning run is tune=lr_find" in capsys.readouterr().err

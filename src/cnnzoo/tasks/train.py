@@ -35,6 +35,7 @@ from cnnzoo.tasks.common import (
     instantiate_target,
     model_gmacs,
 )
+from cnnzoo.tasks.lr_find import lr_range_test
 from cnnzoo.tasks.resume import (
     already_finished,
     batch_size_history,
@@ -212,6 +213,14 @@ def _train(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:  # a run's status is readable while it runs (report.py)
             _write_results(out, record)
         log_hyperparameters(trainer, cfg, facts)
+        if cfg.get("tune") is not None:
+            if cfg.tune != "lr_find":
+                raise ConfigError(f"tune={cfg.tune!r}: the one tuning run is tune=lr_find.")
+            found = lr_range_test(cfg, trainer, module, datamodule, out)
+            if trainer.is_global_zero:
+                _write_results(out, record | {"status": "lr_find", **found})
+            failed = False
+            return found["suggested_lr"]
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=_ckpt_path(cfg, trainer))
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
