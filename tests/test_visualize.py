@@ -1,0 +1,73 @@
+"""visualize.py: the first layer's filters and the val confusion matrix of a run, as files in
+its visualize/ folder, never over an earlier one; bad requests are one clear error."""
+
+import pytest
+import torch
+from conftest import compose_train, tiny_overrides
+from omegaconf import OmegaConf
+
+from cnnzoo.errors import ConfigError
+from cnnzoo.models import create_model
+from cnnzoo.tasks.train import train
+from cnnzoo.tasks.visualize import filter_grid, most_confused_classes, run_visualize
+
+
+@pytest.fixture(scope="module")
+def run(cache_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    cfg = compose_train([*tiny_overrides(cache_dir, folder), "logger=none"], out=folder)
+    train(cfg)
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # what train.py's Hydra keeps
+    return folder
+
+
+def visualize(run, *overrides: str) -> list:
+    return run_visualize(compose_train([f"run={run}", *overrides], config="visualize"))
+
+
+@pytest.mark.parametrize(("arch", "count", "size"), [("alexnet", 64, 11), ("resnet18", 64, 7)])
+def test_filter_grid_holds_every_kernel_scaled_to_its_range(arch, count, size):
+    conv = create_model(arch, num_classes=10).features[0] if arch == "alexnet" else None
+    weight = conv.weight if conv is not None else create_model(arch, num_classes=10).conv1.weight
+    assert weight.shape == (count, 3, size, size)
+    grid = filter_grid(weight)
+    side = 8 * (size + 1) + 1  # 8 x 8 kernels, one pixel apart
+    assert grid.shape == (3, side, side)
+    assert grid.min() == 0.0 and grid.max() == 1.0
+    first = grid[:, 1 : 1 + size, 1 : 1 + size]  # the first kernel, min..max -> 0..1
+    assert first.min() == 0.0 and first.max() == 1.0
+
+
+def test_filters_are_drawn_into_the_run_never_over_an_earlier_picture(run):
+    first, = visualize(run)  # fmt: skip
+    second, = visualize(run)  # fmt: skip
+    assert (first.name, second.name) == ("filters.png", "filters-2.png")
+    assert first.parent == run / "visualize" and first.stat().st_size > 10_000
+
+
+def test_confusion_counts_every_val_image_and_ranks_classes(run):
+    matrix, bars = visualize(run, "what=confusion")
+    assert (matrix.name, bars.name) == ("confusion.png", "per_class_top1.png")
+    assert matrix.stat().st_size > 10_000 and bars.stat().st_size > 10_000
+    from cnnzoo.tasks.evaluate import load_module, run_config
+    from cnnzoo.tasks.visualize import confusion_matrix
+
+    cfg = run_config(compose_train([f"run={run}"], config="visualize"))
+    metric, names = confusion_matrix(cfg, load_module(cfg)[0])
+    assert int(metric.compute().sum()) == 40 and len(names) == 10  # the tiny set's val split
+    confusion = torch.zeros(5, 5, dtype=torch.long)
+    confusion[1, 3], confusion[4, 1], confusion[2, 2] = 7, 2, 50
+    assert most_confused_classes(confusion, 3).tolist() == [1, 3, 4]
+
+
+def test_bad_requests_are_named(run, tmp_path):
+    with pytest.raises(ConfigError, match="what='gradcams': choose one of"):
+        visualize(run, "what=gradcams")
+    with pytest.raises(ConfigError, match="give the run to look at"):
+        run_visualize(compose_train([], config="visualize"))
+    empty = tmp_path / "empty"
+    (empty / ".hydra").mkdir(parents=True)
+    (empty / ".hydra" / "config.yaml").write_text((run / ".hydra" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        visualize(empty)
