@@ -106,7 +106,7 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
     env = cluster_env(slurm, offline_env)
     args = [*tiny_overrides(cache_dir, None), "logger=none", "trainer.limit_train_batches=6",
             "model=alexnet", "model.small_input=true", "seed=5",
-            "+callbacks.slow._target_=probes.SlowSteps"]  # fmt: skip
+            "+callbacks.slow._target_=probes.SlowSteps", "+callbacks.slow.seconds=1"]  # fmt: skip
     straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
     straight_dir.mkdir(), split_dir.mkdir()
     straight = sbatch(train_command(args), env, straight_dir)
