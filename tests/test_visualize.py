@@ -71,3 +71,23 @@ def test_bad_requests_are_named(run, tmp_path):
     (empty / ".hydra" / "config.yaml").write_text((run / ".hydra" / "config.yaml").read_text())
     with pytest.raises(ConfigError, match="no checkpoint at"):
         visualize(empty)
+
+
+def test_a_training_image_is_its_own_nearest_neighbour_and_the_index_is_cached(run, cache_dir):
+    train = sorted((next(cache_dir.glob("sample_*")) / "train").rglob("*.JPEG"))
+    query = [str(train[0]), str(train[37])]
+    (picture,) = visualize(run, "what=neighbours", f"images=[{query[0]},{query[1]}]",
+                           "visualize.k=3")  # fmt: skip
+    assert picture.name == "neighbours.png" and picture.stat().st_size > 10_000
+    (cache,) = (run / "visualize").glob(".neighbours-best-*.pt")
+    saved = torch.load(cache, weights_only=True)
+    assert len(saved["paths"]) == len(train) == saved["features"].shape[0]
+    from cnnzoo.tasks.visualize import nearest
+
+    features = saved["features"].float() * saved["scale"]
+    assert torch.isfinite(features).all()
+    rows = [saved["paths"].index(q) for q in query]
+    assert [hits[0] for hits in nearest(features[rows], features, 3).tolist()] == rows
+    stamp = cache.stat().st_mtime_ns
+    visualize(run, "what=neighbours", f"images=[{query[0]}]")  # a second query: the cache
+    assert cache.stat().st_mtime_ns == stamp

@@ -52,6 +52,9 @@ def run_config(cfg: DictConfig) -> DictConfig:
             if section in trained:
                 merged[section] = trained[section]
         merged.seed = trained.get("seed", cfg.seed)
+        cache_dir = OmegaConf.select(trained, "paths.cache_dir", throw_on_resolution_failure=False)
+        if cache_dir is not None and "paths" in merged:  # where its generated data lives
+            merged.paths.cache_dir = cache_dir
         if "loader" in merged.data:  # eval and predict read with the worker pipeline
             merged.data.loader = "workers"
     for override in job_overrides() or []:

@@ -3,6 +3,10 @@
 - ``filters``: the first convolution's kernels, each scaled to its own range, as a colour grid
   (AlexNet's Fig. 3: 96 kernels of 11x11x3 in the paper, 64 in torchvision's one-GPU AlexNet;
   ResNet's 64 of 7x7), with the checkpoint's epoch.
+- ``neighbours images=[...]``: for each query image, the ``visualize.k`` training images
+  nearest to it in the penultimate layer's feature space (Euclidean), as one grid (AlexNet's
+  Fig. 4). The training set's features are computed once per checkpoint and kept in
+  ``visualize/.neighbours-<checkpoint>-<hash>.pt``, so later queries take seconds.
 - ``confusion``: the val split scored as ``eval.py`` scores it, torchmetrics'
   ``MulticlassConfusionMatrix`` drawn by its own ``plot`` (above
   ``visualize.confusion_classes`` classes, the sub-matrix of the most confused ones), and every
@@ -19,10 +23,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.tasks.evaluate import device, eval_loader, load_module, run_config
 
-VIEWS = ("filters", "confusion")
+VIEWS = ("filters", "confusion", "neighbours")
+NO_TREE = "what=neighbours shows training images from a folder tree; {data} has none to show."
 
 
 def run_visualize(cfg: DictConfig) -> list[Path]:
@@ -37,8 +43,10 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
     if cfg.what == "filters":
         epoch = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["epoch"]
         paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
-    else:
+    elif cfg.what == "confusion":
         paths = draw_confusion(cfg, module, out)
+    else:
+        paths = [draw_neighbours(cfg, module, checkpoint, out)]
     for path in paths:
         print(f"wrote {path}")
     return paths
@@ -148,3 +156,101 @@ def draw_confusion(cfg: DictConfig, module, out: Path) -> list[Path]:
     bars_path = fresh_path(out, "per_class_top1.png")
     bars.savefig(bars_path, dpi=110)
     return [matrix_path, bars_path]
+
+
+def penultimate_features(module, images: Tensor) -> Tensor:
+    """The input of the network's last linear layer (the classifier) for ``images``."""
+    last = [m for m in module.net.modules() if isinstance(m, nn.Linear)][-1]
+    seen: list[Tensor] = []
+    hook = last.register_forward_hook(lambda m, inputs, output: seen.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            module(images)
+    finally:
+        hook.remove()
+    return seen[-1].flatten(1).float()
+
+
+def train_index(cfg: DictConfig, module, checkpoint: Path, out: Path):
+    """(features (N, D) of every training image, their paths): computed once per checkpoint,
+    then read from the cache file named by the checkpoint and its size and time."""
+    import hashlib
+
+    from hydra.utils import instantiate
+
+    from cnnzoo.data.transforms import eval_transform
+
+    stat = checkpoint.stat()
+    key = hashlib.sha1(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    cache = out / f".neighbours-{checkpoint.stem}-{key.hexdigest()[:12]}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return saved["features"].float() * saved["scale"], saved["paths"]
+    datamodule = instantiate(cfg.data)
+    if isinstance(datamodule, ShardDataModule) or not hasattr(datamodule, "eval_loader"):
+        raise ConfigError(NO_TREE.format(data=cfg.data._target_))
+    datamodule.prepare_data()
+    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
+    loader = datamodule.eval_loader("train", transform, cfg.data.batch_size)
+    index = getattr(datamodule.datasets["train"], "index", None)
+    if index is None:  # CIFAR: arrays, no files to show
+        raise ConfigError(NO_TREE.format(data=cfg.data._target_))
+    target = device()
+    module.to(target)
+    features = [penultimate_features(module, images.to(target)).cpu() for images, _ in loader]
+    paths = [index.path(i) for i in range(len(index))]
+    features = torch.cat(features)
+    scale = features.abs().max().clamp_min(1e-12)  # float16 (half the disk) without overflow
+    tmp = cache.with_suffix(".partial")
+    torch.save({"features": (features / scale).half(), "scale": scale, "paths": paths}, tmp)
+    tmp.replace(cache)
+    return features, paths
+
+
+def nearest(query: Tensor, features: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` rows of ``features`` nearest to each row of ``query``."""
+    return torch.cdist(query, features).topk(min(k, len(features)), largest=False).indices
+
+
+def draw_neighbours(cfg: DictConfig, module, checkpoint: Path, out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    from cnnzoo.data.images import BadImageError, load_image
+    from cnnzoo.data.transforms import eval_transform
+    from cnnzoo.tasks.evaluate import image_files
+
+    files = image_files(list(cfg.get("images") or []))
+    features, paths = train_index(cfg, module, checkpoint, out)
+    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
+    shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
+    decoder = cfg.data.get("decoder", "pil")
+    queries, pictures = [], []
+    for file in files:
+        try:
+            image = load_image(str(file), decoder)
+        except BadImageError as e:
+            print(f"{file}: skipped, not a readable image ({e.reason})")
+            continue
+        queries.append(transform(image))
+        pictures.append((file, shown(image)))
+    if not queries:
+        raise ConfigError(f"images={list(cfg.images)}: none is a readable image.")
+    module.to(device())
+    found = nearest(penultimate_features(module, torch.stack(queries).to(device())).cpu(),
+                    features, int(cfg.visualize.k))  # fmt: skip
+    k = found.shape[1]
+    figure = Figure(figsize=(1.6 * (k + 1), 1.8 * len(queries)), layout="constrained")
+    for row, ((file, picture), hits) in enumerate(zip(pictures, found.tolist(), strict=True)):
+        cells = [(picture, Path(file).name)]
+        cells += [(shown(load_image(paths[i], decoder)), Path(paths[i]).parent.name) for i in hits]
+        for col, (image, title) in enumerate(cells):
+            ax = figure.add_subplot(len(queries), k + 1, row * (k + 1) + col + 1)
+            ax.imshow(image.permute(1, 2, 0).numpy())
+            ax.set_title(title[:16], fontsize=6, color="blue" if col == 0 else "black")
+            ax.set_axis_off()
+    figure.suptitle(
+        f"{cfg.model.name}: query (left) and its {k} nearest training images", fontsize=8
+    )
+    path = fresh_path(out, "neighbours.png")
+    figure.savefig(path, dpi=110)
+    return path
