@@ -91,3 +91,49 @@ def test_a_training_image_is_its_own_nearest_neighbour_and_the_index_is_cached(r
     stamp = cache.stat().st_mtime_ns
     visualize(run, "what=neighbours", f"images=[{query[0]}]")  # a second query: the cache
     assert cache.stat().st_mtime_ns == stamp
+
+
+def test_gradcam_is_largest_where_the_object_is():
+    """A network that scores class 0 by the brightness its conv layer sees: Grad-CAM of class
+    0 peaks on the bright square, wherever it is put."""
+    from torch import nn
+
+    from cnnzoo.tasks.visualize import gradcam_maps
+
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    nn.init.constant_(conv.weight, 1 / 27)
+    head = nn.Linear(4, 2, bias=False)
+    head.weight.data = torch.tensor([[1.0] * 4, [-1.0] * 4])
+    net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    images = torch.zeros(2, 3, 32, 32)
+    images[0, :, 4:12, 20:28] = 1.0  # top right
+    images[1, :, 22:30, 2:10] = 1.0  # bottom left
+    maps = gradcam_maps(net, images, net[1], [0, 0])
+    assert maps.shape == (2, 32, 32) and maps.max() <= 1.0
+    for heat, (rows, cols) in zip(maps, [(slice(4, 12), slice(20, 28)),
+                                         (slice(22, 30), slice(2, 10))], strict=True):  # fmt: skip
+        peak = divmod(int(heat.argmax()), 32)
+        assert rows.start <= peak[0] < rows.stop and cols.start <= peak[1] < cols.stop
+        assert heat[rows, cols].mean() > 5 * heat.mean() / 2
+
+
+def test_every_architecture_has_a_gradcam_layer():
+    from cnnzoo.models import list_models
+    from cnnzoo.tasks.visualize import target_layer
+
+    with torch.device("meta"):
+        for arch in list_models():
+            layer = target_layer(create_model(arch, num_classes=10), arch)
+            assert not isinstance(layer, torch.nn.Sequential), arch
+
+
+def test_gradcam_of_a_run_and_its_bad_requests(run, cache_dir, tmp_path):
+    image = sorted((next(cache_dir.glob("sample_*")) / "val").rglob("*.JPEG"))[0]
+    text = tmp_path / "notes.JPEG"
+    text.write_text("not an image")
+    (picture,) = visualize(run, "what=gradcam", f"images=[{image},{text}]")
+    assert picture.name == "gradcam.png" and picture.stat().st_size > 10_000
+    with pytest.raises(ConfigError, match="visualize.layer='layer9': resnet18 has no such"):
+        visualize(run, "what=gradcam", f"images=[{image}]", "visualize.layer=layer9")
+    with pytest.raises(ConfigError, match="none is a readable image"):
+        visualize(run, "what=gradcam", f"images=[{text}]")

@@ -7,6 +7,9 @@
   nearest to it in the penultimate layer's feature space (Euclidean), as one grid (AlexNet's
   Fig. 4). The training set's features are computed once per checkpoint and kept in
   ``visualize/.neighbours-<checkpoint>-<hash>.pt``, so later queries take seconds.
+- ``gradcam images=[...]``: Grad-CAM (Selvaraju et al. 2017, with the maintained ``grad-cam``
+  package) of the top-1 class, or ``visualize.class_index``, over each image, at the family's
+  last convolutional block (``TARGET_LAYERS``; ``visualize.layer=`` another module).
 - ``confusion``: the val split scored as ``eval.py`` scores it, torchmetrics'
   ``MulticlassConfusionMatrix`` drawn by its own ``plot`` (above
   ``visualize.confusion_classes`` classes, the sub-matrix of the most confused ones), and every
@@ -27,7 +30,17 @@ from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.tasks.evaluate import device, eval_loader, load_module, run_config
 
-VIEWS = ("filters", "confusion", "neighbours")
+VIEWS = ("filters", "confusion", "neighbours", "gradcam")
+# Where Grad-CAM looks, by family: the last convolutional block (its output keeps the spatial
+# layout the class evidence is read from); visualize.layer= names another module.
+TARGET_LAYERS = {
+    "resnet": "layer4",
+    "vgg": "features",  # (its last module: the final max-pool over the last conv's ReLU)
+    "alexnet": "features",
+    "densenet": "features",  # (norm5, over the last dense block)
+    "googlenet": "inception5b",
+    "inception_v3": "Mixed_7c",
+}
 NO_TREE = "what=neighbours shows training images from a folder tree; {data} has none to show."
 
 
@@ -45,8 +58,10 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
     elif cfg.what == "confusion":
         paths = draw_confusion(cfg, module, out)
-    else:
+    elif cfg.what == "neighbours":
         paths = [draw_neighbours(cfg, module, checkpoint, out)]
+    else:
+        paths = [draw_gradcam(cfg, module, out)]
     for path in paths:
         print(f"wrote {path}")
     return paths
@@ -215,28 +230,15 @@ def nearest(query: Tensor, features: Tensor, k: int) -> Tensor:
 def draw_neighbours(cfg: DictConfig, module, checkpoint: Path, out: Path) -> Path:
     from matplotlib.figure import Figure
 
-    from cnnzoo.data.images import BadImageError, load_image
+    from cnnzoo.data.images import load_image
     from cnnzoo.data.transforms import eval_transform
-    from cnnzoo.tasks.evaluate import image_files
 
-    files = image_files(list(cfg.get("images") or []))
+    queries, pictures = read_queries(cfg)
     features, paths = train_index(cfg, module, checkpoint, out)
-    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
     shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
     decoder = cfg.data.get("decoder", "pil")
-    queries, pictures = [], []
-    for file in files:
-        try:
-            image = load_image(str(file), decoder)
-        except BadImageError as e:
-            print(f"{file}: skipped, not a readable image ({e.reason})")
-            continue
-        queries.append(transform(image))
-        pictures.append((file, shown(image)))
-    if not queries:
-        raise ConfigError(f"images={list(cfg.images)}: none is a readable image.")
     module.to(device())
-    found = nearest(penultimate_features(module, torch.stack(queries).to(device())).cpu(),
+    found = nearest(penultimate_features(module, queries.to(device())).cpu(),
                     features, int(cfg.visualize.k))  # fmt: skip
     k = found.shape[1]
     figure = Figure(figsize=(1.6 * (k + 1), 1.8 * len(queries)), layout="constrained")
@@ -254,3 +256,93 @@ def draw_neighbours(cfg: DictConfig, module, checkpoint: Path, out: Path) -> Pat
     path = fresh_path(out, "neighbours.png")
     figure.savefig(path, dpi=110)
     return path
+
+
+def target_layer(net: nn.Module, arch: str, name: str | None = None) -> nn.Module:
+    """The module Grad-CAM reads: ``name`` (a dotted module path), else the family's last
+    convolutional block from ``TARGET_LAYERS`` (the last module of a Sequential)."""
+    if name is None:
+        family = next((f for f in TARGET_LAYERS if arch.startswith(f)), None)
+        if family is None:
+            raise ConfigError(f"no Grad-CAM layer known for {arch!r}; give visualize.layer=.")
+        name = TARGET_LAYERS[family]
+    try:
+        layer = net.get_submodule(name)
+    except AttributeError:
+        blocks = [n for n, _ in net.named_children()]
+        raise ConfigError(
+            f"visualize.layer={name!r}: {arch} has no such module; its blocks are {blocks}."
+        ) from None
+    return layer[-1] if isinstance(layer, nn.Sequential) else layer
+
+
+def gradcam_maps(module: nn.Module, images: Tensor, layer: nn.Module, classes: list[int]):
+    """Grad-CAM maps (N, H, W) in [0, 1] of ``classes`` over ``images`` (normalised)."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with GradCAM(model=module, target_layers=[layer]) as cam:
+        maps = cam(input_tensor=images, targets=[ClassifierOutputTarget(c) for c in classes])
+    return torch.from_numpy(maps)
+
+
+def draw_gradcam(cfg: DictConfig, module, out: Path) -> Path:
+    from matplotlib.figure import Figure
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    images, pictures = read_queries(cfg)
+    layer = target_layer(module.net, cfg.model.name, cfg.visualize.get("layer"))
+    module.to("cpu").eval()
+    with torch.no_grad():
+        probabilities = module(images).float().softmax(dim=1)
+    chosen = cfg.visualize.get("class_index")
+    names = instantiate_names(cfg)
+    if chosen is not None and not 0 <= int(chosen) < len(names):
+        raise ConfigError(f"visualize.class_index={chosen}: give 0..{len(names) - 1}.")
+    classes = [int(chosen) if chosen is not None else int(p.argmax()) for p in probabilities]
+    maps = gradcam_maps(module, images, layer, classes)
+    columns = min(4, len(pictures))
+    rows = math.ceil(len(pictures) / columns)
+    figure = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
+    for i, ((file, picture), heat, c) in enumerate(zip(pictures, maps, classes, strict=True)):
+        overlay = show_cam_on_image(picture.permute(1, 2, 0).numpy() / 255, heat.numpy(),
+                                    use_rgb=True)  # fmt: skip
+        ax = figure.add_subplot(rows, columns, i + 1)
+        ax.imshow(overlay)
+        ax.set_axis_off()
+        ax.set_title(
+            f"{Path(file).name[:18]}\n{names[c][:20]} {probabilities[i, c]:.2f}", fontsize=7
+        )
+    figure.suptitle(f"{cfg.model.name}: Grad-CAM at {type(layer).__name__}", fontsize=8)
+    path = fresh_path(out, "gradcam.png")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def instantiate_names(cfg: DictConfig) -> list[str]:
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.data).class_names()
+
+
+def read_queries(cfg: DictConfig) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
+    """The ``images`` as the network takes them (normalised centre crops) and as they are shown
+    (uint8 crops); files that are not images are named and left out."""
+    from cnnzoo.data.images import BadImageError, load_image
+    from cnnzoo.data.transforms import eval_transform
+    from cnnzoo.tasks.evaluate import image_files
+
+    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
+    shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
+    inputs, pictures = [], []
+    for file in image_files(list(cfg.get("images") or [])):
+        try:
+            image = load_image(str(file), cfg.data.get("decoder", "pil"))
+        except BadImageError as e:
+            print(f"{file}: skipped, not a readable image ({e.reason})")
+            continue
+        inputs.append(transform(image))
+        pictures.append((file, shown(image)))
+    if not inputs:
+        raise ConfigError(f"images={list(cfg.images)}: none is a readable image.")
+    return torch.stack(inputs), pictures
