@@ -21,7 +21,14 @@ from cnnzoo.errors import ConfigError, UserError
 _claimed: dict[str, str] = {}
 
 
-def unique_dir(path: str) -> str:
+def unique_sweep_dir(path: str) -> str:
+    """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
+    starts: the jobs that the submitit launcher submits compose the sweep's config again in
+    their own process (SLURM passes the environment on), and would each claim a folder."""
+    return unique_dir(path, share=True)
+
+
+def unique_dir(path: str, share: bool = False) -> str:
     """``path``, or ``path-2``, ``path-3``, ... : the first that did not exist, created now.
 
     ``mkdir`` is atomic, so two runs started in the same second (or two sweeps) never share
@@ -30,7 +37,7 @@ def unique_dir(path: str) -> str:
     """
     if path in _claimed:
         return _claimed[path]
-    inherited = os.environ.get(_claim_variable(path))
+    inherited = os.environ.get(_claim_variable(path)) if share else None
     if inherited and Path(inherited).is_dir():  # the launcher's claim (a SLURM sweep's job)
         _claimed[path] = inherited
         return inherited
@@ -44,15 +51,15 @@ def unique_dir(path: str) -> str:
             n += 1
             candidate = f"{path}-{n}"
     _claimed[path] = candidate
-    os.environ[_claim_variable(path)] = candidate  # for the processes this one starts
+    if share:
+        os.environ[_claim_variable(path)] = candidate  # for the processes this one starts
     return candidate
 
 
 def _claim_variable(path: str) -> str:
-    """The environment variable that passes a claim on to child processes: the jobs that the
-    submitit launcher submits compose the sweep's config again in their own process, and
-    would otherwise claim a sweep folder each (SLURM passes the environment on to jobs)."""
-    return "CNNZOO_CLAIMED_" + hashlib.sha1(path.encode()).hexdigest()[:16]
+    """The environment variable that passes a sweep folder's claim on to child processes."""
+    where = os.path.abspath(path)
+    return "CNNZOO_CLAIMED_" + hashlib.sha1(where.encode()).hexdigest()[:16]
 
 
 def claimed_folders() -> list[str]:
@@ -141,6 +148,7 @@ def slurm_gpus_per_node(accelerator: str, devices) -> int | None:
 
 RESOLVERS = {
     "unique_dir": unique_dir,
+    "unique_sweep_dir": unique_sweep_dir,
     "sweep_group": sweep_group,
     "slurm_tasks": slurm_tasks_per_node,
     "slurm_gpus": slurm_gpus_per_node,

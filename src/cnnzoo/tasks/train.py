@@ -155,7 +155,10 @@ def in_sweep() -> bool:
 def sweep_exit_status() -> int:
     """After a sweep: 1 and the list of failed jobs on stderr if any failed, else 0. The jobs
     of a launcher that runs them elsewhere (SLURM) are read from their results.json."""
-    failed = list(dict.fromkeys([*FAILED_JOBS, *_failed_in_sweep_folders()]))
+    failed: list[str] = []
+    for folder in [*FAILED_JOBS, *_failed_in_sweep_folders()]:  # each once, however named
+        if os.path.abspath(folder) not in map(os.path.abspath, failed):
+            failed.append(folder)
     if not failed:
         return 0
     print(f"\nerror: {len(failed)} sweep job(s) failed (status and error in each "
