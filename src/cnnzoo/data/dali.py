@@ -282,6 +282,7 @@ class DaliLoader:
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         pipe = self._pipeline(self._feed(batches, pending), seed)
+        failed = False
         try:
             pipe.build()
             gpu = self.device_id is not None
@@ -294,10 +295,12 @@ class DaliLoader:
                 out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream, self.device_id)
                 yield out, _labels(labels)
         except Exception:
+            failed = True
             _park(pipe)
             raise
-        else:  # (also when the consumer stops early): its threads stop now
-            pipe._shutdown()
+        finally:  # done, or the consumer stopped early (limit_*_batches): its threads stop now
+            if not failed:
+                pipe._shutdown()
 
     def _feed(self, batches: Iterator[list[Encoded]], pending: deque) -> Iterator[tuple]:
         """The encoded images and labels of each batch, read by a pool of threads; files that
