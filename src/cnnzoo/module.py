@@ -38,6 +38,18 @@ def topk_metrics(num_classes: int) -> MetricCollection:
     )
 
 
+FREEZE = ("none", "backbone")
+
+
+def head_parameters(net: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters: those of the network's last linear layer (torchvision's
+    ``fc`` or ``classifier[-1]``: what ``model.weights`` re-initialises for a new class count)."""
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ConfigError("the network has no linear classifier to single out.")
+    return list(linear[-1].parameters())
+
+
 def split_outputs(output: Tensor | Sequence[Tensor | None]) -> tuple[Tensor, list[Tensor]]:
     """(main logits, auxiliary logits) of a plain tensor or a (named) tuple such as
     torchvision's ``GoogLeNetOutputs`` / ``InceptionOutputs``; absent heads (None) dropped."""
@@ -72,6 +84,9 @@ class ClassificationModule(pl.LightningModule):
         channels_last: run the net and its inputs in NHWC memory format; None: when the run's
             device is a CUDA GPU (where cuDNN's NHWC kernels are faster; on the CPU they are not).
         compile: ``torch.compile`` the net in place (its state dict keys stay plain).
+        freeze: ``none``, or ``backbone``: only the classifier (the net's last linear layer)
+            trains, and BatchNorm keeps its statistics (a linear probe).
+        head_lr_mult: the classifier's learning rate is ``lr`` times this (fine-tuning).
     """
 
     def __init__(
@@ -87,10 +102,18 @@ class ClassificationModule(pl.LightningModule):
         arch: str = "",
         channels_last: bool | None = None,
         compile: bool = False,
+        freeze: str = "none",
+        head_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        if freeze not in FREEZE:
+            raise ConfigError(f"model.freeze={freeze!r}: choose one of {list(FREEZE)}.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        if freeze == "backbone":
+            head = set(map(id, head_parameters(net)))
+            for parameter in net.parameters():
+                parameter.requires_grad_(id(parameter) in head)
         self._use_memory_format(bool(channels_last))
         if compile:
             self.net.compile()  # nn.Module.compile: no _orig_mod. wrapper in the state dict
@@ -103,6 +126,22 @@ class ClassificationModule(pl.LightningModule):
     def _use_memory_format(self, channels_last: bool) -> None:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+
+    def train(self, mode: bool = True) -> "ClassificationModule":
+        """As ``nn.Module.train``; with a frozen backbone its BatchNorm layers stay in eval
+        mode, so their running statistics stay those of the weights it started from."""
+        super().train(mode)
+        self._keep_norm_statistics()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self._keep_norm_statistics()  # (Lightning sets modes module by module, not via train())
+
+    def _keep_norm_statistics(self) -> None:
+        if self.hparams.get("freeze") == "backbone":
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def setup(self, stage: str) -> None:
         if self.hparams.channels_last is None:
@@ -209,16 +248,31 @@ class ClassificationModule(pl.LightningModule):
                     f"(num_classes={saved.get('num_classes')}) or another checkpoint."
                 )
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        if not self.hparams.no_decay_norm_bias:
-            return [{"params": list(self.parameters())}]
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]  # biases, BN weights and biases
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    def parameter_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
+        """The trainable parameters in optimiser groups: without weight decay for BatchNorm
+        parameters and biases (``no_decay_norm_bias``); the classifier's with ``lr`` times
+        ``head_lr_mult`` when that is not 1."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        mult = float(self.hparams.get("head_lr_mult", 1.0))
+        head = set(map(id, head_parameters(self.net))) if mult != 1.0 else set()
+        parts = [trainable] if mult == 1.0 else [
+            [p for p in trainable if id(p) not in head],
+            [p for p in trainable if id(p) in head],
+        ]  # fmt: skip
+        groups = []
+        for i, params in enumerate(parts):
+            extra = {"lr": lr * mult} if i == 1 and lr is not None else {}
+            if self.hparams.no_decay_norm_bias:
+                groups.append({"params": [p for p in params if p.ndim > 1], **extra})
+                groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0,
+                               **extra})  # fmt: skip
+            else:
+                groups.append({"params": params, **extra})
+        return [g for g in groups if g["params"]]
 
     def configure_optimizers(self) -> Any:
         lr = {} if self.hparams.lr is None else {"lr": self.hparams.lr}
-        optimizer = self.optimizer_factory(self.parameter_groups(), **lr)
+        optimizer = self.optimizer_factory(self.parameter_groups(self._base_lr()), **lr)
         config = dict(self.scheduler_config or {})
         warmup_epochs = config.pop("warmup_epochs", 0)
         start_factor = config.pop("warmup_start_factor", 1e-3)
@@ -235,6 +289,13 @@ class ClassificationModule(pl.LightningModule):
         if len(schedulers) == 1:
             return {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
         return [optimizer], schedulers
+
+    def _base_lr(self) -> float | None:
+        """The lr the optimiser gets: ``lr``, or the one its factory carries."""
+        if self.hparams.lr is not None:
+            return float(self.hparams.lr)
+        keywords = getattr(self.optimizer_factory, "keywords", {}) or {}
+        return keywords.get("lr")
 
     def _steps_per_epoch(self) -> float:
         if not self.trainer.max_epochs or self.trainer.max_epochs < 0:

@@ -19,8 +19,10 @@ T = TypeVar("T")
 
 # Keys of a model / optim config that the rest of the run reads (by interpolation or in code);
 # the remaining keys are the arguments of the config's ``_target_``.
-MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights", "channels_last", "compile")
-OPTIM_RUN_KEYS = ("no_decay_norm_bias", "lr_scaling")
+MODEL_RUN_KEYS = (
+    "input_size", "eval_resize", "lr", "aux_weights", "channels_last", "compile", "freeze"
+)  # fmt: skip
+OPTIM_RUN_KEYS = ("no_decay_norm_bias", "lr_scaling", "head_lr_mult")
 BASE_BATCH_SIZE = 256  # the batch the models' and papers' learning rates are given for
 
 

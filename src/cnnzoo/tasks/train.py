@@ -72,6 +72,8 @@ def build_module(cfg: DictConfig) -> ClassificationModule:
         arch=cfg.model.name,
         channels_last=cfg.model.get("channels_last"),
         compile=cfg.model.get("compile", False),
+        freeze=cfg.model.get("freeze", "none"),
+        head_lr_mult=float(cfg.optim.get("head_lr_mult", 1.0)),
     )
 
 

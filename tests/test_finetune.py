@@ -1,0 +1,92 @@
+"""experiment=finetune: from torchvision-format weights to a folder of other classes; a frozen
+backbone stays bit-identical (BatchNorm statistics too); the head's lr multiplier; eval,
+predict and export of the fine-tuned run with its own class names."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import compose_train
+from omegaconf import OmegaConf
+
+from cnnzoo.models import create_model
+from cnnzoo.tasks.train import build_module, train
+
+
+@pytest.fixture(scope="module")
+def photos(cache_dir, tmp_path_factory):
+    """ants/ and bees/: two of the sample set's classes under other names."""
+    root = tmp_path_factory.mktemp("photos")
+    sample = next(cache_dir.glob("sample_*"))
+    for split in ("train", "val"):
+        wnids = sorted(p.name for p in (sample / split).iterdir())[:2]
+        for name, wnid in zip(("ants", "bees"), wnids, strict=True):
+            shutil.copytree(sample / split / wnid, root / split / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """An ImageNet-shaped (1000-class) resnet18 state dict, as torchvision publishes them."""
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(create_model("resnet18", num_classes=1000).state_dict(), path)
+    return path
+
+
+def finetune(photos, weights, out, *extra):
+    return [f"data.root={photos}", "data.num_classes=2", f"model.weights={weights}",
+            "experiment=finetune", "trainer=cpu", "data.batch_size=8", "data.num_workers=0",
+            "model.input_size=32", "model.eval_resize=36", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3", "logger=none", "callbacks.progress_bar=null",
+            "callbacks.prediction_grid=null", f"paths.output_dir={out}", *extra]  # fmt: skip
+
+
+def test_a_linear_probe_changes_only_the_classifier(photos, weights, tmp_path, offline_env):
+    out = tmp_path / "probe"
+    train(compose_train(finetune(photos, weights, out, "model.freeze=backbone"), out=out))
+    start = torch.load(weights, weights_only=True)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    trained = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
+    kept = [k for k in start if trained[k].shape == start[k].shape]  # all but the new head
+    changed = [k for k in kept if not torch.equal(start[k], trained[k])]
+    assert changed == [], changed  # BatchNorm running statistics included
+    assert trained["fc.weight"].shape == (2, 512)  # the new head, which trained:
+    assert ckpt["optimizer_states"][0]["state"]  # (an optimiser state exists for it)
+    assert len(ckpt["optimizer_states"][0]["param_groups"][0]["params"]) == 2  # fc w and b
+
+
+def test_only_the_heads_group_has_the_multiplied_lr(photos, weights, tmp_path):
+    cfg = compose_train(finetune(photos, weights, tmp_path, "optim.head_lr_mult=10",
+                                 "model.lr=0.01"), out=tmp_path)  # fmt: skip
+    module = build_module(cfg)
+    optimizer = module.configure_optimizers()["optimizer"]
+    lrs = [(len(g["params"]), g["lr"]) for g in optimizer.param_groups]
+    assert lrs == [(60, 0.01), (2, pytest.approx(0.1))]  # backbone, then fc weight and bias
+
+
+def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
+    photos, weights, tmp_path, offline_env
+):
+    from cnnzoo.export import export
+    from cnnzoo.tasks.evaluate import run_eval, run_predict
+
+    out = tmp_path / "run"
+    cfg = compose_train(finetune(photos, weights, out), out=out)
+    train(cfg)
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    scored = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
+    assert scored["images"] == 8 and {p["true"] for p in scored["most_confused"]} <= {
+        "ants",
+        "bees",
+    }
+    image = next((photos / "val" / "bees").iterdir())
+    (answer,) = run_predict(compose_train([f"run={out}", f"images=[{image}]"], config="predict"))
+    assert {t["name"] for t in answer["top"]} == {"ants", "bees"}
+    path = export({"run": str(out), "format": "state_dict", "ckpt": "best", "ema": "false",
+                   "overwrite": "false"})  # fmt: skip
+    assert torch.load(path, weights_only=True)["fc.weight"].shape == (2, 512)
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "finished"
