@@ -137,3 +137,17 @@ def test_gradcam_of_a_run_and_its_bad_requests(run, cache_dir, tmp_path):
         visualize(run, "what=gradcam", f"images=[{image}]", "visualize.layer=layer9")
     with pytest.raises(ConfigError, match="none is a readable image"):
         visualize(run, "what=gradcam", f"images=[{text}]")
+
+
+def test_the_pictures_go_to_the_runs_own_wandb_run(cache_dir, tmp_path, offline_env):
+    folder = tmp_path / "run"
+    cfg = compose_train([*tiny_overrides(cache_dir, folder), "logger=wandb"], out=folder)
+    train(cfg)
+    (folder / ".hydra").mkdir()
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    (first,) = (folder / "wandb").glob("offline-run-*")
+    visualize(folder)
+    chunks = sorted((folder / "wandb").glob("offline-run-*"))
+    assert len(chunks) == 2  # the training run's, then the pictures', under the same id
+    assert {c.name.rsplit("-", 1)[1] for c in chunks} == {first.name.rsplit("-", 1)[1]}
+    assert list(chunks[1].glob("files/media/images/visualize/filters_*.png"))

@@ -16,14 +16,15 @@
   class's top-1 as a sorted bar chart.
 
 The network, the data and the preprocessing come from the run's config, as for eval.py. A
-picture never replaces an earlier one: ``filters.png``, then ``filters-2.png``, ...
+picture never replaces an earlier one: ``filters.png``, then ``filters-2.png``, ... When the run
+has a W&B run, the pictures are logged to it too (``visualize/<name>``, the same run id).
 """
 
 import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
@@ -64,7 +65,24 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         paths = [draw_gradcam(cfg, module, out)]
     for path in paths:
         print(f"wrote {path}")
+    log_to_wandb(Path(cfg.run).expanduser(), paths, cfg)
     return paths
+
+
+def log_to_wandb(run: Path, paths: list[Path], cfg: DictConfig) -> None:
+    """The pictures, logged to the run's own W&B run (same id: online with credentials, else
+    a new offline chunk in the run folder, for ``wandb sync``), when the run has one."""
+    from cnnzoo.tracking import existing_run_id, finish_wandb, wandb_logger
+
+    if existing_run_id(str(run)) is None:
+        return
+    project = OmegaConf.select(cfg, "logger.wandb.project", default=None) or "cnnzoo"
+    logger = wandb_logger(save_dir=str(run), project=project)
+    try:
+        for path in paths:
+            logger.log_image(f"visualize/{path.stem}", [str(path)])
+    finally:
+        finish_wandb(False)
 
 
 def fresh_path(folder: Path, name: str) -> Path:
