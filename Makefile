@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format models clean bench gpu-check bench-index sweep report
+.PHONY: help install train test test-fast lint format models clean bench gpu-check bench-index sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,8 +34,11 @@ sweep: $(STAMP)  ## a small sweep on the sample data (2 models x 2 optimisers), 
 report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report RUNS='outputs/train/...'
 	$(BIN)/python report.py $(or $(RUNS),$$(ls -d outputs/train/multirun_* | tail -1))
 
-test: $(STAMP)  ## run the whole test suite (CPU, offline)
+test: $(STAMP)  ## run the whole test suite (CPU, offline; a local SLURM is started for its tests)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## the in-process tests only: no subprocess runs, no SLURM (the edit-test loop)
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(ARGS)
 
 models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
 	$(BIN)/python -m cnnzoo.models

@@ -29,6 +29,7 @@ def trained(cache_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_eval_of_a_run_reproduces_its_test_metrics_exactly(trained, tmp_path):
     before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
     proc = run_train([f"run={trained}"], ENV, cwd=tmp_path, script="eval.py")
@@ -81,6 +82,7 @@ def test_ten_crop_and_flip_views():
     assert torch.equal(flip[0, 0], ten[4])
 
 
+@pytest.mark.slow
 def test_ten_crop_eval_scores_every_image_once(trained, tmp_path):
     cfg = compose_train([f"run={trained}", "eval.crop=ten"], out=tmp_path, config="eval")
     result = run_eval(cfg)
@@ -89,6 +91,7 @@ def test_ten_crop_eval_scores_every_image_once(trained, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text())["crop"] == "ten"
 
 
+@pytest.mark.slow
 def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, cache_dir):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -118,12 +121,14 @@ def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, ca
     assert sum(t["probability"] for t in prediction["top"]) <= 1.0001
 
 
+@pytest.mark.slow
 def test_predict_names_a_missing_image_path(trained, tmp_path):
     cfg = compose_train([f"run={trained}", "images=[no/such/cat.jpg]"], config="predict")
     with pytest.raises(UserError, match="no/such/cat.jpg does not exist"):
         run_predict(cfg)
 
 
+@pytest.mark.slow
 def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_path):
     out = tmp_path / "resnet18.pth"
     assert export_main([f"run={trained}", f"out={out}"]) == out
@@ -140,6 +145,7 @@ def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_
         export_main([f"run={trained}", f"out={out}"])
 
 
+@pytest.mark.slow
 def test_torchscript_export_runs_without_cnnzoo(trained, tmp_path):
     out = tmp_path / "net.pt"
     export_main([f"run={trained}", "format=torchscript", f"out={out}"])

@@ -539,6 +539,7 @@ def short_png() -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_a_png_with_too_little_image_data_never_kills_the_process(tmp_path):
     """torchvision's PNG decoder segfaults on it: the default decoder gives PNGs to PIL, and
     verify checks with the decoder training uses (a process, so a crash is a failure here)."""

@@ -125,6 +125,7 @@ def test_sweep_with_a_failing_job_tracks_reports_and_goes_on(cache_dir, tmp_path
     assert "| 1_resnet18 |" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_its_trials_and_keeps_the_best(cache_dir, tmp_path, offline_env):
     args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "experiment=quickstart",
             *tiny_overrides(cache_dir, tmp_path), "logger=none"]  # fmt: skip
@@ -214,6 +215,7 @@ def test_inception_family_trains_and_logs_aux_losses(name, heads, cache_dir, tmp
     assert f"train/loss_aux{heads + 1}" not in header
 
 
+@pytest.mark.slow
 def test_runs_record_size_cost_and_code_version(cache_dir, tmp_path, offline_env):
     import subprocess
 
