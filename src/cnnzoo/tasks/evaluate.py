@@ -9,6 +9,7 @@ A run folder is enough: its ``.hydra/config.yaml`` says the architecture and the
 import csv
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,17 @@ def image_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def readable_images(files: list[Path], decoder: str) -> Iterator[tuple[Path, Any]]:
+    """Each of ``files`` decoded (as the run's val images were: ``data.decoder``); a file that
+    is not a readable image is named on stderr and left out."""
+    errors = Console(stderr=True, soft_wrap=True)
+    for file in files:
+        try:
+            yield file, load_image(str(file), decoder)
+        except BadImageError as e:
+            errors.print(f"{file}: skipped, not a readable image ({e.reason})", markup=False)
+
+
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k class names with probabilities for each image; files that are not images are
     reported on stderr and skipped."""
@@ -274,14 +286,10 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     names = instantiate(cfg.data).class_names()
     transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
-    console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    console = Console(soft_wrap=True)
     predictions = []
-    for file in files:
-        try:  # decoded as the run's val images were (data.decoder)
-            views = transform(load_image(str(file), cfg.data.get("decoder", "pil")))
-        except BadImageError as e:
-            errors.print(f"{file}: skipped, not a readable image ({e.reason})", markup=False)
-            continue
+    for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
+        views = transform(image)
         probs = predict_probabilities(module, views[None].to(device()))[0]
         top = probs.topk(k)
         predictions.append(

@@ -346,19 +346,14 @@ def instantiate_names(cfg: DictConfig) -> list[str]:
 def read_queries(cfg: DictConfig) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
     """The ``images`` as the network takes them (normalised centre crops) and as they are shown
     (uint8 crops); files that are not images are named and left out."""
-    from cnnzoo.data.images import BadImageError, load_image
     from cnnzoo.data.transforms import eval_transform
-    from cnnzoo.tasks.evaluate import image_files
+    from cnnzoo.tasks.evaluate import image_files, readable_images
 
     transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
     shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
     inputs, pictures = [], []
-    for file in image_files(list(cfg.get("images") or [])):
-        try:
-            image = load_image(str(file), cfg.data.get("decoder", "pil"))
-        except BadImageError as e:
-            print(f"{file}: skipped, not a readable image ({e.reason})")
-            continue
+    files = image_files(list(cfg.get("images") or []))
+    for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
         inputs.append(transform(image))
         pictures.append((file, shown(image)))
     if not inputs:
