@@ -30,16 +30,22 @@ def sbatch(command: str, env: dict[str, str], cwd: Path, *options: str) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
 def wait_for(job: str, env: dict[str, str], timeout: float = 180) -> None:
-    """Until ``job`` has left the queue; a requeued job held back by SLURM's requeue delay is
-    released at once (``scontrol update StartTime=now``, what an admin would do)."""
+    """Until ``job`` has ended for good (not merely left the queue while being requeued); a
+    requeued job held back by SLURM's requeue delay is released at once (``scontrol update
+    StartTime=now``, what an admin would do)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], env=env,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-        if not state:
+        show = subprocess.run(["scontrol", "show", "job", job, "-o"], env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        state = next((w.split("=", 1)[1] for w in show.stdout.split() if w.startswith("JobState=")),
+                     None)  # fmt: skip
+        if show.returncode != 0 or state in DONE:  # (no record: purged after it ended)
             return
-        if "BeginTime" in state:
+        if "Reason=BeginTime" in show.stdout:
             subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=env)
         time.sleep(0.5)
     raise AssertionError(f"SLURM job {job} still queued or running after {timeout} s")
