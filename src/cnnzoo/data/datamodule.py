@@ -8,7 +8,9 @@ held-out training images per class instead and the official val set stays untouc
 
 import logging
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +231,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def _open_skip_log(self) -> None:
         """A fresh file for the unreadable files this process skips (``on_bad_file=skip``)."""
         if self.on_bad_file == "skip" and self.skip_log is None:
-            self.skip_log = Path(tempfile.mkdtemp(prefix="cnnzoo-skipped-")) / "skipped.tsv"
+            folder = tempfile.mkdtemp(prefix="cnnzoo-skipped-")
+            self.skip_log = Path(folder) / "skipped.tsv"
+            # scratch shared with the workers: gone with this DataModule, or at exit
+            weakref.finalize(self, shutil.rmtree, folder, True)
 
     def _use_device_transforms(self) -> None:
         """Give the datasets the transforms for the device the trainer runs on now. Called as
