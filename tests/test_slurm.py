@@ -34,9 +34,10 @@ DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMO
 
 
 def wait_for(job: str, env: dict[str, str], timeout: float = 180) -> None:
-    """Until ``job`` has ended for good (not merely left the queue while being requeued); a
-    requeued job held back by SLURM's requeue delay is released at once (``scontrol update
-    StartTime=now``, what an admin would do)."""
+    """Until ``job`` has ended for good (not merely left the queue while being requeued). A
+    requeued job starts again after SLURM's requeue delay (start.sh sets it to 6 s); releasing
+    it sooner (``scontrol update StartTime=now``) made slurmd refuse it: "Job credential
+    revoked", and the job failed."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         show = subprocess.run(["scontrol", "show", "job", job, "-o"], env=env,
@@ -45,8 +46,6 @@ def wait_for(job: str, env: dict[str, str], timeout: float = 180) -> None:
                      None)  # fmt: skip
         if show.returncode != 0 or state in DONE:  # (no record: purged after it ended)
             return
-        if "Reason=BeginTime" in show.stdout:
-            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], env=env)
         time.sleep(0.5)
     raise AssertionError(f"SLURM job {job} still queued or running after {timeout} s")
 

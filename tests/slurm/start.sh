@@ -28,6 +28,9 @@ cat > "$dir/slurm.conf" <<CONF
 ClusterName=cnnzoo-tests
 SlurmctldHost=$host(127.0.0.1)
 AuthType=auth/munge
+# A requeued job waits cred_expire+1 s (default 120) before it starts again: the old run's
+# credential must expire first, or slurmd refuses the relaunch ("Job credential revoked").
+AuthInfo=cred_expire=5
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SlurmUser=root
