@@ -3,16 +3,16 @@
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF, compose_train
+from helpers import CONF, compose_train
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cnnzoo.build import build_module, build_net, check_input_size
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
-from cnnzoo.tasks.common import build_net, check_input_size, instantiate_group
-from cnnzoo.tasks.train import build_module
+from cnnzoo.tasks.common import instantiate_group
 
 GROUPS = [
     "model",
@@ -64,7 +64,7 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
     assert cfg.model.num_classes == cfg.data.num_classes
     assert cfg.data.image_size == cfg.model.input_size
     assert cfg.data.get("eval_resize", cfg.model.eval_resize) == cfg.model.eval_resize
-    if cfg.optim._target_ != "torch.optim.AdamW":  # AdamW brings its own lr
+    if cfg.optim.optimizer._target_ != "torch.optim.AdamW":  # AdamW brings its own lr
         assert cfg.optim.lr == cfg.model.lr
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SAMPLE, compose_train, fake_trainer, run_train, tiny_overrides
+from helpers import TINY_SAMPLE, compose_train, fake_trainer, run_train, tiny_overrides
 from omegaconf import OmegaConf
 
 from cnnzoo.data import SampleDataModule

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import fake_trainer, tiny_datamodule
+from helpers import fake_trainer, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError, DataError

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONF, ROOT, compose_train, run_train, tiny_overrides
+from helpers import CONF, ROOT, compose_train, run_train, tiny_overrides
 from omegaconf import OmegaConf
 
 from cnnzoo.tasks.evaluate import run_eval

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torchvision
-from conftest import compose_train, tiny_overrides
+from helpers import compose_train, tiny_overrides
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset

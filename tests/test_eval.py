@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import compose_train, run_train, tiny_overrides
+from helpers import compose_train, run_train, tiny_overrides
 from PIL import Image
 
 from cnnzoo.data.transforms import MultiCrop
@@ -211,8 +211,8 @@ def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from cnnzoo.build import build_module
     from cnnzoo.tasks.evaluate import run_config
-    from cnnzoo.tasks.train import build_module
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

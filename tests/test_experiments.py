@@ -1,7 +1,7 @@
 """Each paper recipe composes and holds the paper's values (the table below, from the papers)."""
 
 import pytest
-from conftest import CONF, compose_train
+from helpers import CONF, compose_train
 from omegaconf import OmegaConf
 
 # experiment: (model, optimiser, lr, momentum, weight decay, batch, scheduler, schedule values,
@@ -45,7 +45,7 @@ def test_recipe_values(name, tmp_path):
     cfg = compose_train([f"experiment={name}"], out=tmp_path)
     OmegaConf.resolve(cfg)
     assert cfg.model.name == model
-    assert cfg.optim._target_ == f"torch.optim.{optim}"
+    assert cfg.optim.optimizer._target_ == f"torch.optim.{optim}"
     assert cfg.optim.lr == pytest.approx(lr)
     assert cfg.optim.momentum == momentum and cfg.optim.weight_decay == pytest.approx(wd)
     assert cfg.data.batch_size == batch and cfg.trainer.max_epochs == epochs
@@ -61,7 +61,7 @@ def test_recipe_values(name, tmp_path):
 def test_recipe_builds_its_optimiser_and_schedule(name, tmp_path):
     import torch
 
-    from cnnzoo.tasks.train import build_module
+    from cnnzoo.build import build_module
 
     cfg = compose_train([f"experiment={name}"], out=tmp_path)
     with torch.device("meta"):  # shapes only: no memory for 138M VGG weights

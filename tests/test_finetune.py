@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 import torch
-from conftest import compose_train
+from helpers import compose_train
 from omegaconf import OmegaConf
 
+from cnnzoo.build import build_module
 from cnnzoo.models import create_model
-from cnnzoo.tasks.train import build_module, train
+from cnnzoo.tasks.train import train
 
 
 @pytest.fixture(scope="module")

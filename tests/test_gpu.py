@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train, run_train, tiny_overrides
+from helpers import compose_train, run_train, tiny_overrides
 
 from cnnzoo.tasks.train import train
 
@@ -148,7 +148,7 @@ def test_dali_decodes_on_the_gpu_as_the_workers_do(cache_dir):
     """data.loader=dali on a CUDA trainer: nvJPEG ("mixed") decoding, batches on the GPU,
     normalised; the same labels as the workers, centre crops within DALI's resize filter."""
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
-    from conftest import fake_trainer
+    from helpers import fake_trainer
 
     from cnnzoo.data import SampleDataModule
 

@@ -502,7 +502,7 @@ def test_data_options_reach_the_training_steps(cache_dir, tmp_path, offline_env)
     DataModule's hook, mixup'd soft targets in training only."""
     import json
 
-    from conftest import compose_train, tiny_overrides
+    from helpers import compose_train, tiny_overrides
 
     from cnnzoo.tasks.train import train
 

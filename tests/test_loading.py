@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import fake_trainer, tiny_datamodule
+from helpers import fake_trainer, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.loading import SeededSampler

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-from conftest import compose_train
+from helpers import compose_train
 from torch import nn
 
-from cnnzoo.tasks.common import effective_lr
-from cnnzoo.tasks.train import build_module
+from cnnzoo.build import build_module, effective_lr
 
 LR, WD, TAU = 0.1, 1e-4, 0.9
 TARGET = torch.tensor([[1.0, -2.0], [0.5, 3.0]])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import compose_train, tiny_overrides
+from helpers import compose_train, tiny_overrides
 
 from cnnzoo.callbacks import MetricHistory
 from cnnzoo.tasks.runs import OWNER_FILE, resume_args

@@ -5,12 +5,12 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from helpers import compose_train
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnnzoo.tasks.train import build_module
+from cnnzoo.build import build_module
 
 LR, STEPS_PER_EPOCH, EPOCHS = 0.1, 4, 6
 

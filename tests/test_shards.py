@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SAMPLE, compose_train, fake_trainer, tiny_overrides
+from helpers import TINY_SAMPLE, compose_train, fake_trainer, tiny_overrides
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.data.index import scan

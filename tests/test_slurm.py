@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_train, run_train, tiny_overrides
+from helpers import ROOT, compose_train, run_train, tiny_overrides
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PYTHON = sys.executable

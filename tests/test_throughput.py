@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_train, tiny_overrides
+from helpers import compose_train, tiny_overrides
 
 from cnnzoo.callbacks import throughput
 from cnnzoo.callbacks.throughput import Throughput

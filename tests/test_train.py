@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_train, run_train, tiny_overrides
+from helpers import ROOT, compose_train, run_train, tiny_overrides
 from omegaconf import OmegaConf
 
 from cnnzoo.tasks.train import train

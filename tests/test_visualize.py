@@ -3,7 +3,7 @@ its visualize/ folder, never over an earlier one; bad requests are one clear err
 
 import pytest
 import torch
-from conftest import compose_train, tiny_overrides
+from helpers import compose_train, tiny_overrides
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError

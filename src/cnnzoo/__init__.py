@@ -1,12 +1,7 @@
-"""cnnzoo: the classic ImageNet convnets as reproducible Lightning + Hydra experiments."""
+"""cnnzoo: the classic ImageNet convnets as reproducible Lightning + Hydra experiments.
+
+Importing the package (or ``cnnzoo.models``, ``cnnzoo.data``) registers nothing and changes
+no global state; the Hydra layer, ``cnnzoo.tasks``, registers the config's resolvers.
+"""
 
 __version__ = "0.1.0"
-
-
-def _register_resolvers() -> None:  # ${unique_dir:...} and ${sweep_group:} in conf/
-    from cnnzoo.tasks.runs import register_resolvers
-
-    register_resolvers()
-
-
-_register_resolvers()

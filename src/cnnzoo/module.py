@@ -1,6 +1,5 @@
 """The LightningModule: cross-entropy (with auxiliary heads), top-k metrics, injected optimiser."""
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,12 +13,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.errors import ConfigError, UserError
-
-# Accuracies and errors are computed by torchmetrics over every rank's images before they are
-# logged: Lightning's advice to add sync_dist=True does not apply to them.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self.log\('\w+/(acc|err)_top\d'"
-)
 
 
 class NonFiniteLossError(UserError):

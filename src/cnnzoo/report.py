@@ -76,7 +76,8 @@ def read_run(folder: Path, base: Path | None = None) -> dict[str, Any]:
         row["status"] = "no results.json (running, or stopped before training)"
     if config is not None:
         row["model"] = OmegaConf.select(config, "model.name")
-        target = OmegaConf.select(config, "optim._target_") or ""
+        target = (OmegaConf.select(config, "optim.optimizer._target_")
+                  or OmegaConf.select(config, "optim._target_") or "")  # fmt: skip
         momentum = OmegaConf.select(config, "optim.momentum", default=None)
         row["optimizer"] = target.rsplit(".", 1)[-1] + (f" m={momentum}" if momentum else "")
         row["lr"] = OmegaConf.select(config, "optim.lr", default=None)

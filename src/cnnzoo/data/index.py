@@ -27,6 +27,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# The one list of image file types cnnzoo reads (folders, shards, verify), lower case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FORMAT = 1  # bump when the cache file's layout changes
 

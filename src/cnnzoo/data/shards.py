@@ -39,7 +39,6 @@ import logging
 import os
 import random
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -54,6 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.datamodule import ImageFolderDataModule
 from cnnzoo.data.images import BadImageError, decode_bytes, skip_bad_collate, skip_or_raise
+from cnnzoo.data.index import IMAGE_EXTENSIONS
 from cnnzoo.data.loading import sample_seed, seeded
 from cnnzoo.data.sample import build_in_place, ensure_sample_dataset
 from cnnzoo.errors import ConfigError, DataError
@@ -63,12 +63,8 @@ log = logging.getLogger(__name__)
 META = "cnnzoo-shards.json"
 PLAN = ".cnnzoo-shards-plan.json"  # what an unfinished write is writing
 FORMAT = "cnnzoo-shards/1"
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "pgm", "tif", "tiff")
+IMAGE_KEYS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)  # a sample's image, by extension
 WRITE_COMMAND = "python -m cnnzoo.data.shards --src IMAGENET_ROOT --dst {dst}"
-
-# Lightning warns that an IterableDataset's __len__ may be wrong with several workers: each
-# ShardStream reader knows its exact share, so the length is exact.
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cnnzoo.build import build_module
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS, multi_crop_transform
 from cnnzoo.errors import ConfigError
@@ -28,10 +30,9 @@ from cnnzoo.models.weights import net_state_dict
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
 from cnnzoo.tasks.runs import job_overrides, release_unused_claims
-from cnnzoo.tasks.train import build_module
 
 log = logging.getLogger(__name__)
-RUN_SECTIONS = ("model", "data", "optim", "scheduler", "trainer")  # what a run decided
+RUN_SECTIONS = ("model", "data", "optim", "scheduler", "module", "trainer")  # what a run decided
 
 
 def run_config(cfg: DictConfig) -> DictConfig:
@@ -127,28 +128,26 @@ def predict_probabilities(module: ClassificationModule, views: Tensor) -> Tensor
 
 @torch.no_grad()
 def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int) -> dict[str, Any]:
-    """Top-1/top-5 (torchmetrics, as training computes them), a confusion matrix and per-class
-    top-5 hits over every image of ``loader`` (batches of (N, V, 3, H, W) views)."""
+    """Top-1/top-5 (torchmetrics, as training computes them), the confusion matrix and per-class
+    top-5 hits over every image of ``loader`` (batches of (N, V, 3, H, W) views). Each batch is
+    scored by ``ClassificationModule.score``, as validation, test and the EMA scores are (one
+    view: the logits; several: the averaged probabilities). eval.py and visualize.py use this."""
     target = device()
     module.to(target)
     metrics = topk_metrics(num_classes).to(target)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=target)
+    confusion = MulticlassConfusionMatrix(num_classes).to(target)
     top5_hits = torch.zeros(num_classes, dtype=torch.long, device=target)
     for views, labels in loader:
         views, labels = views.to(target), labels.to(target)
-        if views.shape[1] == 1:  # one view: the logits themselves, exactly as in training
-            scores = module(views[:, 0]).float()
-        else:
-            scores = predict_probabilities(module, views)
+        scores, _ = module.score(views if views.shape[1] > 1 else views[:, 0], labels)
         metrics.update(scores, labels)
-        predicted = scores.argmax(dim=1)
-        confusion.view(-1).index_add_(0, labels * num_classes + predicted, torch.ones_like(labels))
+        confusion.update(scores.argmax(dim=1), labels)
         k = min(5, num_classes)
         hit = (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
         top5_hits.index_add_(0, labels, hit.long())
     return {
         **{name: float(value) for name, value in metrics.compute().items()},
-        "confusion": confusion.cpu(),
+        "confusion": confusion.compute().cpu(),
         "top5_hits": top5_hits.cpu(),
     }
 
@@ -241,9 +240,6 @@ def print_eval(result: dict[str, Any], out: Path, console: Console | None = None
     for pair in result["most_confused"][:5]:
         console.print(f"  {pair['true']} -> {pair['predicted']}: {pair['images']} images")
     console.print(f"eval.json and per_class.csv in {out}")
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 
 
 def image_files(paths: list[str]) -> list[Path]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from cnnzoo.tasks.common import effective_lr
+from cnnzoo.build import effective_lr
 
 
 def lr_range_test(

@@ -17,24 +17,15 @@ from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from cnnzoo.build import build_module, check_input_size, effective_lr, model_gmacs
 from cnnzoo.callbacks import MetricHistory, Throughput
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.datamodule import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
-from cnnzoo.module import ClassificationModule
 from cnnzoo.summary import print_summary
-from cnnzoo.tasks.common import (
-    OPTIM_RUN_KEYS,
-    build_net,
-    check_input_size,
-    effective_lr,
-    exit_on_user_error,
-    instantiate_group,
-    instantiate_target,
-    model_gmacs,
-)
+from cnnzoo.tasks.common import exit_on_user_error, instantiate_group
 from cnnzoo.tasks.lr_find import lr_range_test
 from cnnzoo.tasks.resume import (
     already_finished,
@@ -56,25 +47,6 @@ from cnnzoo.tracking import code_version, finish_wandb, wandb_run_location
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def build_module(cfg: DictConfig) -> ClassificationModule:
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    return ClassificationModule(
-        net=build_net(cfg.model),
-        optimizer=instantiate_target(cfg.optim, OPTIM_RUN_KEYS),
-        lr=effective_lr(cfg),
-        no_decay_norm_bias=cfg.optim.get("no_decay_norm_bias", False),
-        label_smoothing=cfg.get("label_smoothing", 0.0),
-        scheduler=scheduler,
-        num_classes=cfg.data.num_classes,
-        aux_weights=[float(w) for w in cfg.model.get("aux_weights") or ()],  # plain, for ckpts
-        arch=cfg.model.name,
-        channels_last=cfg.model.get("channels_last"),
-        compile=cfg.model.get("compile", False),
-        freeze=cfg.model.get("freeze", "none"),
-        head_lr_mult=float(cfg.optim.get("head_lr_mult", 1.0)),
-    )
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:

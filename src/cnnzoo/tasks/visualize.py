@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
-from cnnzoo.tasks.evaluate import device, eval_loader, load_module, run_config
+from cnnzoo.tasks.evaluate import device, eval_loader, evaluate, load_module, run_config
 
 VIEWS = ("filters", "confusion", "neighbours", "gradcam")
 # Where Grad-CAM looks, by family: the last convolutional block (its output keeps the spatial
@@ -133,23 +133,14 @@ def draw_filters(net: nn.Module, arch: str, epoch: int, out: Path) -> Path:
     return path
 
 
-def confusion_matrix(cfg: DictConfig, module):
-    """(torchmetrics' confusion matrix of the val split, filled; the class names), scored with
-    the run's eval views as eval.py scores them."""
+def confusion_matrix(cfg: DictConfig, module) -> tuple[Tensor, list[str]]:
+    """(the confusion matrix of the val split, the class names), scored with the run's eval
+    views by eval.py's loop (``evaluate``)."""
     from hydra.utils import instantiate
-    from torchmetrics.classification import MulticlassConfusionMatrix
 
     datamodule = instantiate(cfg.data)
     loader = eval_loader(cfg, datamodule, datamodule.eval_crop, "val")
-    target = device()
-    module.to(target)
-    metric = MulticlassConfusionMatrix(cfg.data.num_classes).to(target)
-    with torch.no_grad():
-        for views, labels in loader:
-            views, labels = views.to(target), labels.to(target)
-            scores, _ = module.score(views if views.shape[1] > 1 else views[:, 0], labels)
-            metric.update(scores.argmax(dim=1), labels)
-    return metric, datamodule.class_names()
+    return evaluate(module, loader, cfg.data.num_classes)["confusion"], datamodule.class_names()
 
 
 def most_confused_classes(confusion: Tensor, n: int) -> Tensor:
@@ -161,15 +152,16 @@ def most_confused_classes(confusion: Tensor, n: int) -> Tensor:
 
 def draw_confusion(cfg: DictConfig, module, out: Path) -> list[Path]:
     from matplotlib.figure import Figure
+    from torchmetrics.classification import MulticlassConfusionMatrix
 
-    metric, names = confusion_matrix(cfg, module)
-    confusion = metric.compute().cpu()
+    confusion, names = confusion_matrix(cfg, module)
     limit = int(cfg.visualize.confusion_classes)
     shown = (
         torch.arange(len(names)) if len(names) <= limit else most_confused_classes(confusion, limit)
     )
     sub = confusion[shown][:, shown]
-    figure, ax = metric.plot(val=sub, labels=[names[i][:18] for i in shown.tolist()])
+    labels = [names[i][:18] for i in shown.tolist()]
+    figure, ax = MulticlassConfusionMatrix(len(names)).plot(val=sub, labels=labels)
     title = "val confusion" + (
         "" if len(shown) == len(names) else f": the {len(shown)} most confused classes"
     )
