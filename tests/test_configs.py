@@ -85,7 +85,6 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "Throughput",
         "ResumeState",
         "BadFileReport",
-        "MetricHistory",
         "PredictionGrid",
         "SlurmRequeue",
     }

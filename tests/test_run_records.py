@@ -6,11 +6,13 @@ import csv
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from helpers import compose_train, tiny_overrides
 
-from cnnzoo.callbacks import MetricHistory
+from cnnzoo.callbacks import RunRecord
 from cnnzoo.tasks.runs import OWNER_FILE, resume_args
 from cnnzoo.tasks.train import train
 
@@ -81,11 +83,44 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_keep_the_record(finishe
     assert len([r for r in rows if r.get("test/acc_top1")]) == 1
 
 
-def test_history_never_shrinks_to_an_older_checkpoints_copy():
-    history = MetricHistory()
+def test_history_never_shrinks_to_an_older_checkpoints_copy(tmp_path):
+    history = RunRecord(tmp_path, write=False)
     history.load_state_dict({"entries": [{"epoch": 0}, {"epoch": 1}]})
     history.load_state_dict({"entries": [{"epoch": 0}]})  # the best checkpoint, reloaded to test
     assert [e["epoch"] for e in history.entries] == [0, 1]
+    assert not (tmp_path / "results.json").exists()  # (a rank that does not write)
+
+
+def test_the_record_shows_each_validation_as_it_happens(tmp_path):
+    """results.json gets every validation's metrics (and the best so far) when it ends, not only
+    when the run finishes: a running run's progress is readable (report.py, a user's cat)."""
+    record = RunRecord(tmp_path / "run", {"status": "running", "model": "resnet18"})
+    metrics = {"val/acc_top1": 0.25, "train/loss": 2.0}
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=0, global_step=3, callback_metrics=metrics
+    )
+    record.on_validation_end(trainer, None)
+    trainer.current_epoch, trainer.global_step = 1, 6
+    trainer.callback_metrics = {"val/acc_top1": 0.125}
+    record.on_validation_end(trainer, None)
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["status"] == "running" and written["model"] == "resnet18"
+    assert [(h["epoch"], h["step"], h["val/acc_top1"]) for h in written["val_history"]] == [
+        (0, 3, 0.25), (1, 6, 0.125)
+    ]  # fmt: skip
+    assert written["best_val"]["epoch"] == 0 and "train/loss" not in written["best_val"]
+    assert not list((tmp_path / "run").glob(".results.json.*"))  # no temporary file left
+    trainer.sanity_checking = True  # the sanity check before training is no validation epoch
+    record.on_validation_end(trainer, None)
+    assert len(json.loads((tmp_path / "run" / "results.json").read_text())["val_history"]) == 2
+
+
+def test_each_checkpoint_holds_the_history_up_to_its_own_validation(finished):
+    """The history travels in checkpoints under the key it always had: the last.ckpt of a
+    2-epoch run holds both epochs, so a resume from it (also of a checkpoint written before
+    RunRecord) keeps the whole history."""
+    last = torch.load(finished / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert [e["epoch"] for e in last["callbacks"]["MetricHistory"]["entries"]] == [0, 1]
 
 
 def test_another_batch_size_is_refused_mid_epoch_and_recorded_at_a_boundary(

@@ -2,9 +2,9 @@
 
 from cnnzoo.callbacks.bad_files import BadFileReport
 from cnnzoo.callbacks.ema import EMA
-from cnnzoo.callbacks.history import MetricHistory
 from cnnzoo.callbacks.predictions import PredictionGrid
+from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import SlurmRequeue
 from cnnzoo.callbacks.throughput import Throughput
 
-__all__ = ["EMA", "BadFileReport", "MetricHistory", "PredictionGrid", "SlurmRequeue", "Throughput"]
+__all__ = ["EMA", "BadFileReport", "PredictionGrid", "RunRecord", "SlurmRequeue", "Throughput"]

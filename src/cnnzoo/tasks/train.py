@@ -18,8 +18,9 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnzoo.build import build_module, check_input_size, effective_lr, model_gmacs
-from cnnzoo.callbacks import MetricHistory, Throughput
-from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
+from cnnzoo.callbacks import Throughput
+from cnnzoo.callbacks.record import RunRecord
+from cnnzoo.callbacks.requeue import slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.datamodule import per_device_batch_size
@@ -105,8 +106,7 @@ def train(cfg: DictConfig) -> float | None:
     except Exception as e:
         out = Path(cfg.paths.output_dir)
         if not (out / "results.json").is_file():  # failed before training began (data, config)
-            record = {"status": "failed", "model": cfg.model.name, "output_dir": str(out)}
-            _write_results(out, record | {"error": _error(e)})
+            RunRecord(out, {"model": cfg.model.name, "output_dir": str(out)}).end(e)
         if not in_sweep():
             raise
         log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
@@ -176,26 +176,29 @@ def _train(cfg: DictConfig) -> float | None:
             logger.resume_step = resume.global_step  # metrics.csv goes on from there
     failed = True
     previous = resume.previous if resume is not None else {}
-    record: dict[str, Any] = previous | {
+    ckpt = trainer.checkpoint_callback
+    record = RunRecord(out, previous, cfg.optimized_metric, _mode(ckpt), trainer.is_global_zero)
+    # The one writer of results.json. First, so that a checkpoint saved when a validation ends
+    # (ModelCheckpoint's hooks run last; with validation inside an epoch it saves there) holds
+    # that validation in its copy of the history.
+    trainer.callbacks.insert(0, record)
+    started_fields = {
         "status": "running",
         "model": cfg.model.name,
         "output_dir": str(out),
         "batch_sizes": batch_size_history(resume, cfg.data.batch_size),
     }
     if job := slurm_job_id():
-        record["slurm_job_id"] = job
+        started_fields["slurm_job_id"] = job
     try:
         facts = run_facts(cfg, module)
-        record |= facts
-        if trainer.is_global_zero:  # a run's status is readable while it runs (report.py)
-            _write_results(out, record)
+        record.update(**started_fields, **facts)  # readable while it runs (report.py)
         log_hyperparameters(trainer, cfg, facts)
         if cfg.get("tune") is not None:
             if cfg.tune != "lr_find":
                 raise ConfigError(f"tune={cfg.tune!r}: the one tuning run is tune=lr_find.")
             found = lr_range_test(cfg, trainer, module, datamodule, out)
-            if trainer.is_global_zero:
-                _write_results(out, record | {"status": "lr_find", **found})
+            record.update(status="lr_find", **found)
             failed = False
             return found["suggested_lr"]
         try:
@@ -203,24 +206,18 @@ def _train(cfg: DictConfig) -> float | None:
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
             raise SystemExit(128 + signal.SIGTERM) from None
         fit_metrics = _floats(trainer.callback_metrics)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = ckpt.best_model_path if ckpt else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
         wall_time = time.perf_counter() - started + float(previous.get("wall_time_s") or 0)
-        results = _results(cfg, trainer, facts, fit_metrics, test_metrics, wall_time)
-        results["batch_sizes"] = record["batch_sizes"]
+        results = _results(cfg, trainer, fit_metrics, test_metrics, wall_time)
+        record.fields.pop("error", None)  # (of an interrupted start this run resumed)
+        record.update(**results, val_history=record.entries, best_val=record.best())
         if trainer.is_global_zero:
-            _write_results(out, results)
-            print_summary(results)
+            print_summary(record.fields)
         failed = False
-        return results["optimized_metric_value"]
+        return record.fields["optimized_metric_value"]
     except BaseException as e:
-        if trainer.is_global_zero:
-            status = "failed"
-            if isinstance(e, Requeued):
-                status = "requeued"
-            elif isinstance(e, KeyboardInterrupt | SystemExit):
-                status = "interrupted"
-            _write_results(out, record | {"status": status, "error": _error(e)})
+        record.end(e)
         raise
     finally:
         finish_wandb(failed)
@@ -249,26 +246,20 @@ def _ckpt_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     return None
 
 
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
 
 def _results(
-    cfg: DictConfig, trainer: pl.Trainer, facts: dict, fit: dict, test: dict, wall_time: float
+    cfg: DictConfig, trainer: pl.Trainer, fit: dict, test: dict, wall_time: float
 ) -> dict[str, Any]:
+    """What a finished run adds to its record."""
     ckpt = trainer.checkpoint_callback
     best_score = ckpt.best_model_score if ckpt is not None else None
     optimised = cfg.optimized_metric
     value = float(best_score) if best_score is not None else fit.get(optimised)
-    history = _callback(trainer, MetricHistory)
     return {
         "status": "finished",
-        "model": cfg.model.name,
-        **facts,
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": cfg.data.batch_size,
@@ -279,13 +270,10 @@ def _results(
         "wall_time_s": round(wall_time, 2),
         "throughput": _throughput(trainer),
         "metrics": {**fit, **_floats(test)},
-        "best_val": history.best(optimised, mode=_mode(ckpt)) if history else None,
-        "val_history": history.entries if history else None,
         "optimized_metric": optimised,
         "optimized_metric_value": value,
         "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
         "last_checkpoint": str(last) if (last := last_checkpoint_path(trainer)) else None,
-        "output_dir": cfg.paths.output_dir,
         "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
         "wandb": wandb_run_location(trainer.loggers),
     }
@@ -302,10 +290,3 @@ def _mode(ckpt) -> str:
 def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
     throughput = _callback(trainer, Throughput)
     return throughput.summary() if throughput is not None else None
-
-
-def _write_results(output_dir: Path, results: dict[str, Any]) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".results.json.{os.getpid()}.tmp"  # readers never see half a file
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, output_dir / "results.json")
