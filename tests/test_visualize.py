@@ -46,16 +46,18 @@ def test_filters_are_drawn_into_the_run_never_over_an_earlier_picture(run):
     assert first.parent == run / "visualize" and first.stat().st_size > 10_000
 
 
-def test_confusion_counts_every_val_image_and_ranks_classes(run):
+def test_confusion_counts_every_val_image_and_ranks_classes(run, tmp_path):
     matrix, bars = visualize(run, "what=confusion")
     assert (matrix.name, bars.name) == ("confusion.png", "per_class_top1.png")
     assert matrix.stat().st_size > 10_000 and bars.stat().st_size > 10_000
-    from cnnzoo.tasks.evaluate import load_module, run_config
+    from cnnzoo.tasks.evaluate import load_module, run_config, run_eval
     from cnnzoo.tasks.visualize import confusion_matrix
 
     cfg = run_config(compose_train([f"run={run}"], config="visualize"))
-    metric, names = confusion_matrix(cfg, load_module(cfg)[0])
-    assert int(metric.compute().sum()) == 40 and len(names) == 10  # the tiny set's val split
+    confusion, names = confusion_matrix(cfg, load_module(cfg)[0])
+    assert int(confusion.sum()) == 40 and len(names) == 10  # the tiny set's val split
+    scored = run_eval(compose_train([f"run={run}", "eval.split=val"], out=tmp_path, config="eval"))
+    assert int(confusion.diagonal().sum()) / 40 == pytest.approx(scored["acc_top1"])  # alike
     confusion = torch.zeros(5, 5, dtype=torch.long)
     confusion[1, 3], confusion[4, 1], confusion[2, 2] = 7, 2, 50
     assert most_confused_classes(confusion, 3).tolist() == [1, 3, 4]
