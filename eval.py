@@ -6,9 +6,9 @@ Writes ``eval.json`` and ``per_class.csv`` to a folder of its own under ``output
 import hydra
 from omegaconf import DictConfig
 
-from cnnzoo.tasks.common import exit_on_user_error
+from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.evaluate import run_eval
-from cnnzoo.tasks.runs import main_argv
+from cnnzoo.tasks.launch import main_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

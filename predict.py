@@ -7,9 +7,9 @@ for JSON); files that are not images are reported and skipped.
 import hydra
 from omegaconf import DictConfig
 
-from cnnzoo.tasks.common import exit_on_user_error
+from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.evaluate import run_predict
-from cnnzoo.tasks.runs import register_resolvers
+from cnnzoo.tasks.resolvers import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from cnnzoo.tasks.runs import main_argv
+from cnnzoo.tasks.launch import main_argv
 from cnnzoo.tasks.train import sweep_exit_status, train
 
 

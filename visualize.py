@@ -7,8 +7,8 @@ confusion matrix and per-class top-1. PNGs go to ``RUN/visualize/``.
 import hydra
 from omegaconf import DictConfig
 
-from cnnzoo.tasks.common import exit_on_user_error
-from cnnzoo.tasks.runs import register_resolvers
+from cnnzoo.tasks.cli import exit_on_user_error
+from cnnzoo.tasks.resolvers import register_resolvers
 from cnnzoo.tasks.visualize import run_visualize
 
 

@@ -1,5 +1,8 @@
 """Every option of every config group composes, resolves and builds what it describes."""
 
+import subprocess
+import sys
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -12,7 +15,7 @@ from cnnzoo.build import build_module, build_net, check_input_size
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
-from cnnzoo.tasks.common import instantiate_group
+from cnnzoo.tasks.train import instantiate_group
 
 GROUPS = [
     "model",
@@ -164,3 +167,38 @@ def test_an_input_too_small_for_the_architecture_fails_early_with_the_fix(tmp_pa
         ).model
     )
     check_input_size(compose_train(["model=inception_v3"], out=tmp_path).model)  # 299 px
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "model").glob("*.yaml"))])
+def test_a_model_config_gives_its_builder_exactly_the_builder_s_arguments(name, tmp_path):
+    """``model.net`` holds the builder's arguments and nothing the rest of the run reads
+    (input size, lr, ...), and a value overridden at the top of ``model`` reaches it."""
+    cfg = compose_train([f"model={name}", "model.small_input=true"], out=tmp_path)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    assert net.pop("_target_") == "cnnzoo.models.create_model"
+    assert net["name"] == name and net["small_input"] is True
+    run_keys = {"input_size", "eval_resize", "lr", "aux_weights", "channels_last", "compile"}
+    assert not run_keys & set(net), run_keys & set(net)
+    assert set(net) <= set(cfg.model) - {"net"}  # each argument is a key users can override
+
+
+@pytest.mark.slow
+def test_importing_the_package_registers_nothing():
+    """``import cnnzoo.models`` (pure torch.nn), ``cnnzoo.data``, ``cnnzoo.module`` and
+    ``cnnzoo.build`` register no resolver and add no warnings filter; ``cnnzoo.tasks`` (the
+    Hydra layer) registers the resolvers conf/ uses."""
+    code = """
+import sys, warnings
+import cnnzoo.models
+assert "omegaconf" not in sys.modules and "pytorch_lightning" not in sys.modules
+import pytorch_lightning, torchmetrics, torchvision, hydra  # (their own filters)
+before = list(warnings.filters)
+import cnnzoo, cnnzoo.data, cnnzoo.module, cnnzoo.build
+from omegaconf import OmegaConf
+assert warnings.filters == before, warnings.filters[: len(warnings.filters) - len(before)]
+assert not OmegaConf.has_resolver("unique_dir")
+import cnnzoo.tasks
+assert OmegaConf.has_resolver("unique_dir") and OmegaConf.has_resolver("slurm_tasks")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -66,7 +66,7 @@ def test_device_defaults_follow_the_trainer_attached_later(cache_dir):
     there), floats for a CPU one; num_workers=auto shares the node's CPUs among its devices."""
     import os
 
-    from cnnzoo.data.datamodule import auto_workers
+    from cnnzoo.data.batching import auto_workers
 
     dm = module(str(next(cache_dir.glob("sample_*"))), num_workers="auto")
     dm.setup("fit")  # no trainer yet

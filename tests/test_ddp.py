@@ -132,7 +132,7 @@ RUN_DIR = "hydra.run.dir=${paths.log_dir}/train"
     ],
 )  # fmt: skip
 def test_tasks_of_a_slurm_job_share_one_folder(env, expected, monkeypatch, tmp_path):
-    from cnnzoo.tasks.runs import slurm_args
+    from cnnzoo.tasks.launch import slurm_args
 
     for key in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID",
                 "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID"):  # fmt: skip

@@ -17,8 +17,8 @@ from torchvision.datasets import ImageFolder
 
 import cnnzoo.data.index as index_module
 from cnnzoo.data import CIFARDataModule, ImageFolderDataModule
+from cnnzoo.data.batching import auto_workers
 from cnnzoo.data.classes import imagenet_class_names, imagenet_wnids
-from cnnzoo.data.datamodule import auto_workers
 from cnnzoo.data.images import skip_bad_collate
 from cnnzoo.data.index import load_index, scan
 from cnnzoo.data.prepare_imagenet import main as prepare_main

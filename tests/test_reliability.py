@@ -12,7 +12,7 @@ import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.checkpointing import AtomicCheckpointIO
-from cnnzoo.tasks.runs import unique_dir
+from cnnzoo.tasks.folders import unique_dir
 from cnnzoo.tasks.train import train
 
 # AlexNet has dropout; two workers with persistent workers, random crops and flips, shuffling.
@@ -219,12 +219,12 @@ def test_two_seeded_deterministic_runs_give_identical_weights(cache_dir, tmp_pat
 
 
 def test_run_folders_never_collide(tmp_path, monkeypatch):
-    from cnnzoo.tasks import runs
+    from cnnzoo.tasks import folders
 
     base = str(tmp_path / "train" / "2026-01-01_12-00-00_resnet18")
     first = unique_dir(base)
     assert unique_dir(base) == first  # Hydra resolves a sweep folder several times
-    monkeypatch.setattr(runs, "_claimed", {})  # another process, the same second
+    monkeypatch.setattr(folders, "_claimed", {})  # another process, the same second
     second = unique_dir(base)
     assert first == base and second == base + "-2"
     assert Path(first).is_dir() and Path(second).is_dir()
@@ -260,7 +260,7 @@ def test_an_existing_run_is_never_written_over(cache_dir, tmp_path, offline_env)
     ],
 )
 def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys, make, message):
-    from cnnzoo.tasks.runs import main_argv
+    from cnnzoo.tasks.launch import main_argv
 
     run = tmp_path / "run"
     make(run)
@@ -294,9 +294,9 @@ def test_a_run_folder_has_one_owner(cache_dir, tmp_path, offline_env):
     assert json.loads((folder / "results.json").read_text())["status"] == "finished"
     assert not list(folder.glob(".hydra/resumed_*"))
 
-    from cnnzoo.tasks.runs import own_folder, release_folder
+    from cnnzoo.tasks.folders import own_folder, release_folder
 
-    code = f"from cnnzoo.tasks.runs import own_folder; own_folder({str(folder)!r})"
+    code = f"from cnnzoo.tasks.folders import own_folder; own_folder({str(folder)!r})"
     hold = f"{code}; print('owned', flush=True); import time; time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "owned"

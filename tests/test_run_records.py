@@ -13,7 +13,8 @@ import torch
 from helpers import compose_train, tiny_overrides
 
 from cnnzoo.callbacks import RunRecord
-from cnnzoo.tasks.runs import OWNER_FILE, resume_args
+from cnnzoo.tasks.folders import OWNER_FILE
+from cnnzoo.tasks.launch import resume_args
 from cnnzoo.tasks.train import train
 
 

@@ -92,7 +92,7 @@ def test_shards_hold_every_image_once_with_its_bytes_class_and_path(cache_dir, s
 def test_an_unfinished_write_is_finished_and_nothing_is_overwritten(
     cache_dir, tmp_path, monkeypatch
 ):
-    import cnnzoo.data.shards as module
+    import cnnzoo.data.shards.write as module
 
     tree, dst = cache_dir / SAMPLE, tmp_path / "shards"
     real, written = module._write_shard, []

@@ -4,6 +4,7 @@ its visualize/ folder, never over an earlier one; bad requests are one clear err
 import pytest
 import torch
 from helpers import compose_train, tiny_overrides
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError
@@ -54,7 +55,7 @@ def test_confusion_counts_every_val_image_and_ranks_classes(run, tmp_path):
     from cnnzoo.tasks.visualize import confusion_matrix
 
     cfg = run_config(compose_train([f"run={run}"], config="visualize"))
-    confusion, names = confusion_matrix(cfg, load_module(cfg)[0])
+    confusion, names = confusion_matrix(load_module(cfg)[0], instantiate(cfg.data))
     assert int(confusion.sum()) == 40 and len(names) == 10  # the tiny set's val split
     scored = run_eval(compose_train([f"run={run}", "eval.split=val"], out=tmp_path, config="eval"))
     assert int(confusion.diagonal().sum()) / 40 == pytest.approx(scored["acc_top1"])  # alike

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError
-from cnnzoo.tasks.common import exit_on_user_error
+from cnnzoo.tasks.cli import exit_on_user_error
 
 SUFFIX = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}
 

@@ -33,7 +33,7 @@ class SlurmRequeue(pl.Callback):
     makes training stop after the current step: ``checkpoints/last.ckpt`` is saved (weights,
     optimiser, RNG states, position in the epoch), rank zero runs ``scontrol requeue JOBID``,
     and the process exits. The requeued job resumes that checkpoint in the same run folder
-    (``slurm-<jobid>``: ``cnnzoo.tasks.runs.slurm_args``; or the sweep job's own folder under
+    (``slurm-<jobid>``: ``cnnzoo.tasks.launch.slurm_args``; or the sweep job's own folder under
     submitit), continuing exactly where it stopped. Outside SLURM it does nothing.
 
     The ranks agree on stopping at the same step (one boolean all-reduce per step, only in

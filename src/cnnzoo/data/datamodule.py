@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnzoo.data import dali
+from cnnzoo.data.batching import auto_workers, check_batch_size, per_device_batch_size
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.images import DECODERS, IndexedImages, read_skipped, skip_bad_collate
 from cnnzoo.data.index import SplitIndex, load_index
@@ -473,15 +474,26 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def eval_loader(self, split: str, transform, batch_size: int) -> DataLoader:
-        """One process's loader over all of ``split`` with ``transform`` (eval.py's views)."""
+    def view_transform(self, crop: str = "center", normalize: bool = True):
+        """One image's eval views, (views, 3, size, size), at this data's sizes: ``center``,
+        ``flip`` or ``ten`` (what eval.py, predict.py and visualize.py feed the network; with
+        ``normalize=False`` the uint8 crops they show)."""
+        if crop not in CROPS:
+            raise ConfigError(f"crop={crop!r}: choose one of {sorted(CROPS)}.")
+        return multi_crop_transform(*self.sizes, crop, normalize)
+
+    def eval_loader(self, split: str, crop: str = "center") -> DataLoader:
+        """One process's loader over all of ``split`` in batches of (N, views, 3, H, W): as many
+        images per forward pass as ``data.batch_size`` (divided by the views per image)."""
+        transform = self.view_transform(crop)
         self.setup("validate")
         if split not in self.datasets:
             raise ConfigError(f"eval.split={split!r}: choose one of {sorted(self.datasets)}.")
         dataset = self.datasets[split]
         dataset.transform = transform
+        batch = max(1, self.batch_size // CROPS[crop])
         return DataLoader(
-            dataset, batch_size=batch_size, num_workers=self.workers(), collate_fn=skip_bad_collate
+            dataset, batch_size=batch, num_workers=self.workers(), collate_fn=skip_bad_collate
         )
 
     def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
@@ -548,34 +560,6 @@ class SampleDataModule(ImageFolderDataModule):
         if self.num_classes == len(names):
             return names
         return super().class_names()
-
-
-def auto_workers(cpus: int, devices: int) -> int:
-    """DataLoader workers per device: the node's CPUs shared by its devices, one left for each
-    device's main process, at least 1 and at most 8 (more rarely pays and costs memory)."""
-    return max(1, min(8, cpus // max(1, devices) - 1))
-
-
-def check_batch_size(batch_size) -> None:
-    """A global batch is a whole number of images, at least one."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(
-            f"data.batch_size={batch_size!r}: give the global batch as a positive whole number "
-            "of images (256 in the papers)."
-        )
-
-
-def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
-    """The images per forward pass on one device for a global ``batch_size``."""
-    world = trainer.world_size if trainer is not None else 1
-    accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
-    if batch_size % (world * accumulate):
-        raise ConfigError(
-            f"data.batch_size={batch_size} is the global batch and must divide by the "
-            f"world size {world} (devices x nodes) times trainer.accumulate_grad_batches="
-            f"{accumulate}; choose a multiple of {world * accumulate}."
-        )
-    return batch_size // (world * accumulate)
 
 
 def _choice(name: str, value, choices: tuple) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from cnnzoo.data.datamodule import check_batch_size, per_device_batch_size
+from cnnzoo.data.batching import check_batch_size, per_device_batch_size
 
 
 class _RepeatedBatch(Dataset):

@@ -6,6 +6,6 @@ its config, also a SLURM job that unpickles one (hydra-submitit-launcher). Nothi
 package registers anything on import.
 """
 
-from cnnzoo.tasks.runs import register_resolvers
+from cnnzoo.tasks.resolvers import register_resolvers
 
 register_resolvers()

@@ -24,12 +24,13 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnzoo.build import build_module
 from cnnzoo.data.images import BadImageError, load_image
-from cnnzoo.data.transforms import CROPS, multi_crop_transform
+from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
-from cnnzoo.tasks.runs import job_overrides, release_unused_claims
+from cnnzoo.tasks.folders import release_unused_claims
+from cnnzoo.tasks.launch import job_overrides
 
 log = logging.getLogger(__name__)
 RUN_SECTIONS = ("model", "data", "optim", "scheduler", "module", "trainer")  # what a run decided
@@ -152,13 +153,6 @@ def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int)
     }
 
 
-def eval_loader(cfg: DictConfig, datamodule, crop: str, split: str) -> DataLoader:
-    datamodule.prepare_data()
-    transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, crop)
-    batch = max(1, cfg.data.batch_size // CROPS[crop])  # the same images per forward pass
-    return datamodule.eval_loader(split, transform, batch)
-
-
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     release_unused_claims(cfg.paths.output_dir)
     cfg = run_config(cfg)
@@ -167,7 +161,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
     module, path = load_module(cfg, ema=ema)
     datamodule = instantiate(cfg.data)
-    loader = eval_loader(cfg, datamodule, crop, split)
+    datamodule.prepare_data()
+    loader = datamodule.eval_loader(split, crop)
     scores = evaluate(module, loader, cfg.data.num_classes)
     names = datamodule.class_names()
     out = Path(cfg.paths.output_dir)
@@ -279,8 +274,9 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     files = image_files(list(cfg.images))
     module, _ = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
-    names = instantiate(cfg.data).class_names()
-    transform = multi_crop_transform(cfg.model.input_size, cfg.model.eval_resize, cfg.predict.crop)
+    datamodule = instantiate(cfg.data)
+    names = datamodule.class_names()
+    transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
     console = Console(soft_wrap=True)
     predictions = []

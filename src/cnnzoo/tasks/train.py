@@ -23,10 +23,18 @@ from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
-from cnnzoo.data.datamodule import per_device_batch_size
+from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.summary import print_summary
-from cnnzoo.tasks.common import exit_on_user_error, instantiate_group
+from cnnzoo.tasks.cli import exit_on_user_error
+from cnnzoo.tasks.folders import (
+    claimed_folders,
+    is_first_rank,
+    own_folder,
+    release_folder,
+    release_unused_claims,
+)
+from cnnzoo.tasks.launch import LauncherEnvironment, job_overrides, share_job_with_ranks
 from cnnzoo.tasks.lr_find import lr_range_test
 from cnnzoo.tasks.resume import (
     already_finished,
@@ -34,20 +42,17 @@ from cnnzoo.tasks.resume import (
     previous_results,
     read_resume,
 )
-from cnnzoo.tasks.runs import (
-    LauncherEnvironment,
-    claimed_folders,
-    is_first_rank,
-    job_overrides,
-    own_folder,
-    release_folder,
-    release_unused_claims,
-    share_job_with_ranks,
-)
 from cnnzoo.tracking import code_version, finish_wandb, wandb_run_location
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-targets group (callbacks, logger); skip nulls."""
+    if not group_cfg:
+        return []
+    return [instantiate(entry) for entry in group_cfg.values() if entry and "_target_" in entry]
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:

@@ -24,12 +24,13 @@ import math
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
-from cnnzoo.tasks.evaluate import device, eval_loader, evaluate, load_module, run_config
+from cnnzoo.tasks.evaluate import device, evaluate, load_module, run_config
 
 VIEWS = ("filters", "confusion", "neighbours", "gradcam")
 # Where Grad-CAM looks, by family: the last convolutional block (its output keeps the spatial
@@ -52,17 +53,18 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         raise ConfigError(f"what={cfg.what!r}: choose one of {list(VIEWS)}.")
     cfg = run_config(cfg)
     module, checkpoint = load_module(cfg, ema=cfg.visualize.get("ema", False))
+    datamodule = instantiate(cfg.data)  # the run's data: its sizes, views and class names
     out = Path(cfg.run).expanduser() / "visualize"
     out.mkdir(exist_ok=True)
     if cfg.what == "filters":
         epoch = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["epoch"]
         paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
     elif cfg.what == "confusion":
-        paths = draw_confusion(cfg, module, out)
+        paths = draw_confusion(cfg, module, datamodule, out)
     elif cfg.what == "neighbours":
-        paths = [draw_neighbours(cfg, module, checkpoint, out)]
+        paths = [draw_neighbours(cfg, module, datamodule, checkpoint, out)]
     else:
-        paths = [draw_gradcam(cfg, module, out)]
+        paths = [draw_gradcam(cfg, module, datamodule, out)]
     for path in paths:
         print(f"wrote {path}")
     log_to_wandb(Path(cfg.run).expanduser(), paths, cfg)
@@ -133,14 +135,13 @@ def draw_filters(net: nn.Module, arch: str, epoch: int, out: Path) -> Path:
     return path
 
 
-def confusion_matrix(cfg: DictConfig, module) -> tuple[Tensor, list[str]]:
+def confusion_matrix(module, datamodule) -> tuple[Tensor, list[str]]:
     """(the confusion matrix of the val split, the class names), scored with the run's eval
     views by eval.py's loop (``evaluate``)."""
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(cfg.data)
-    loader = eval_loader(cfg, datamodule, datamodule.eval_crop, "val")
-    return evaluate(module, loader, cfg.data.num_classes)["confusion"], datamodule.class_names()
+    datamodule.prepare_data()
+    loader = datamodule.eval_loader("val", datamodule.eval_crop)
+    names = datamodule.class_names()
+    return evaluate(module, loader, len(names))["confusion"], names
 
 
 def most_confused_classes(confusion: Tensor, n: int) -> Tensor:
@@ -150,11 +151,11 @@ def most_confused_classes(confusion: Tensor, n: int) -> Tensor:
     return (errors.sum(dim=0) + errors.sum(dim=1)).topk(min(n, len(errors))).indices.sort().values
 
 
-def draw_confusion(cfg: DictConfig, module, out: Path) -> list[Path]:
+def draw_confusion(cfg: DictConfig, module, datamodule, out: Path) -> list[Path]:
     from matplotlib.figure import Figure
     from torchmetrics.classification import MulticlassConfusionMatrix
 
-    confusion, names = confusion_matrix(cfg, module)
+    confusion, names = confusion_matrix(module, datamodule)
     limit = int(cfg.visualize.confusion_classes)
     shown = (
         torch.arange(len(names)) if len(names) <= limit else most_confused_classes(confusion, limit)
@@ -196,14 +197,10 @@ def penultimate_features(module, images: Tensor) -> Tensor:
     return seen[-1].flatten(1).float()
 
 
-def train_index(cfg: DictConfig, module, checkpoint: Path, out: Path):
+def train_index(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path):
     """(features (N, D) of every training image, their paths): computed once per checkpoint,
     then read from the cache file named by the checkpoint and its size and time."""
     import hashlib
-
-    from hydra.utils import instantiate
-
-    from cnnzoo.data.transforms import eval_transform
 
     stat = checkpoint.stat()
     key = hashlib.sha1(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -211,18 +208,16 @@ def train_index(cfg: DictConfig, module, checkpoint: Path, out: Path):
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
         return saved["features"].float() * saved["scale"], saved["paths"]
-    datamodule = instantiate(cfg.data)
     if isinstance(datamodule, ShardDataModule) or not hasattr(datamodule, "eval_loader"):
         raise ConfigError(NO_TREE.format(data=cfg.data._target_))
     datamodule.prepare_data()
-    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
-    loader = datamodule.eval_loader("train", transform, cfg.data.batch_size)
+    loader = datamodule.eval_loader("train")  # centre crops: (N, 1, 3, H, W)
     index = getattr(datamodule.datasets["train"], "index", None)
     if index is None:  # CIFAR: arrays, no files to show
         raise ConfigError(NO_TREE.format(data=cfg.data._target_))
     target = device()
     module.to(target)
-    features = [penultimate_features(module, images.to(target)).cpu() for images, _ in loader]
+    features = [penultimate_features(module, views[:, 0].to(target)).cpu() for views, _ in loader]
     paths = [index.path(i) for i in range(len(index))]
     features = torch.cat(features)
     scale = features.abs().max().clamp_min(1e-12)  # float16 (half the disk) without overflow
@@ -237,15 +232,14 @@ def nearest(query: Tensor, features: Tensor, k: int) -> Tensor:
     return torch.cdist(query, features).topk(min(k, len(features)), largest=False).indices
 
 
-def draw_neighbours(cfg: DictConfig, module, checkpoint: Path, out: Path) -> Path:
+def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path) -> Path:
     from matplotlib.figure import Figure
 
     from cnnzoo.data.images import load_image
-    from cnnzoo.data.transforms import eval_transform
 
-    queries, pictures = read_queries(cfg)
-    features, paths = train_index(cfg, module, checkpoint, out)
-    shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
+    queries, pictures = read_queries(cfg, datamodule)
+    features, paths = train_index(cfg, module, datamodule, checkpoint, out)
+    shown = datamodule.view_transform("center", normalize=False)
     decoder = cfg.data.get("decoder", "pil")
     module.to(device())
     found = nearest(penultimate_features(module, queries.to(device())).cpu(),
@@ -254,7 +248,9 @@ def draw_neighbours(cfg: DictConfig, module, checkpoint: Path, out: Path) -> Pat
     figure = Figure(figsize=(1.6 * (k + 1), 1.8 * len(queries)), layout="constrained")
     for row, ((file, picture), hits) in enumerate(zip(pictures, found.tolist(), strict=True)):
         cells = [(picture, Path(file).name)]
-        cells += [(shown(load_image(paths[i], decoder)), Path(paths[i]).parent.name) for i in hits]
+        cells += [
+            (shown(load_image(paths[i], decoder))[0], Path(paths[i]).parent.name) for i in hits
+        ]
         for col, (image, title) in enumerate(cells):
             ax = figure.add_subplot(len(queries), k + 1, row * (k + 1) + col + 1)
             ax.imshow(image.permute(1, 2, 0).numpy())
@@ -296,17 +292,17 @@ def gradcam_maps(module: nn.Module, images: Tensor, layer: nn.Module, classes: l
     return torch.from_numpy(maps)
 
 
-def draw_gradcam(cfg: DictConfig, module, out: Path) -> Path:
+def draw_gradcam(cfg: DictConfig, module, datamodule, out: Path) -> Path:
     from matplotlib.figure import Figure
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    images, pictures = read_queries(cfg)
+    images, pictures = read_queries(cfg, datamodule)
     layer = target_layer(module.net, cfg.model.name, cfg.visualize.get("layer"))
     module.to("cpu").eval()
     with torch.no_grad():
         probabilities = module(images).float().softmax(dim=1)
     chosen = cfg.visualize.get("class_index")
-    names = instantiate_names(cfg)
+    names = datamodule.class_names()
     if chosen is not None and not 0 <= int(chosen) < len(names):
         raise ConfigError(f"visualize.class_index={chosen}: give 0..{len(names) - 1}.")
     classes = [int(chosen) if chosen is not None else int(p.argmax()) for p in probabilities]
@@ -329,25 +325,18 @@ def draw_gradcam(cfg: DictConfig, module, out: Path) -> Path:
     return path
 
 
-def instantiate_names(cfg: DictConfig) -> list[str]:
-    from hydra.utils import instantiate
-
-    return instantiate(cfg.data).class_names()
-
-
-def read_queries(cfg: DictConfig) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
+def read_queries(cfg: DictConfig, datamodule) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
     """The ``images`` as the network takes them (normalised centre crops) and as they are shown
     (uint8 crops); files that are not images are named and left out."""
-    from cnnzoo.data.transforms import eval_transform
     from cnnzoo.tasks.evaluate import image_files, readable_images
 
-    transform = eval_transform(cfg.model.input_size, cfg.model.eval_resize)
-    shown = eval_transform(cfg.model.input_size, cfg.model.eval_resize, normalize=False)
+    transform = datamodule.view_transform("center")
+    shown = datamodule.view_transform("center", normalize=False)
     inputs, pictures = [], []
     files = image_files(list(cfg.get("images") or []))
     for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
-        inputs.append(transform(image))
-        pictures.append((file, shown(image)))
+        inputs.append(transform(image)[0])
+        pictures.append((file, shown(image)[0]))
     if not inputs:
         raise ConfigError(f"images={list(cfg.images)}: none is a readable image.")
     return torch.stack(inputs), pictures

@@ -1,15 +1,14 @@
-"""What every task needs: instantiating config groups, and user-facing errors."""
+"""How a task meets the command line: a user's mistake is one clear line and exit status 1,
+not a traceback; warnings that do not apply to a cnnzoo run stay quiet."""
 
 import functools
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig
 
 from cnnzoo.errors import UserError
 
@@ -26,13 +25,6 @@ def quiet_known_warnings() -> None:
         "ignore", message=r"It is recommended to use `self.log\('\w+/(acc|err)_top\d'"
     )
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-
-
-def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-targets group (callbacks, logger); skip nulls."""
-    if not group_cfg:
-        return []
-    return [instantiate(entry) for entry in group_cfg.values() if entry and "_target_" in entry]
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:

@@ -1,15 +1,12 @@
-"""Run folders: unique names, ``resume=RUN``, and never writing over a finished run.
+"""The command line before Hydra sees it: ``resume=RUN``, and one run folder for all ranks
+under torchrun, SLURM (``srun``) and Lightning's own DDP launcher.
 
 Hydra creates the run folder and writes ``.hydra/`` into it before the task starts, so these
-checks run on the command line first (``prepare_argv``), before Hydra sees it.
-"""
+checks run on the command line first (``main_argv``), before Hydra sees it; a run folder that
+holds a run is never written over."""
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,148 +14,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError, UserError
-
-_claimed: dict[str, str] = {}
-
-
-def unique_sweep_dir(path: str) -> str:
-    """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
-    starts: the jobs that the submitit launcher submits compose the sweep's config again in
-    their own process (SLURM passes the environment on), and would each claim a folder."""
-    return unique_dir(path, share=True)
-
-
-def unique_dir(path: str, share: bool = False) -> str:
-    """``path``, or ``path-2``, ``path-3``, ... : the first that did not exist, created now.
-
-    ``mkdir`` is atomic, so two runs started in the same second (or two sweeps) never share
-    a folder. Hydra resolves the sweep folder more than once per process: the same path
-    always gives the same answer within one process.
-    """
-    if path in _claimed:
-        return _claimed[path]
-    inherited = os.environ.get(_claim_variable(path)) if share else None
-    if inherited and Path(inherited).is_dir():  # the launcher's claim (a SLURM sweep's job)
-        _claimed[path] = inherited
-        return inherited
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = path, 1
-    while True:
-        try:
-            os.mkdir(candidate)
-            break
-        except FileExistsError:
-            n += 1
-            candidate = f"{path}-{n}"
-    _claimed[path] = candidate
-    if share:
-        os.environ[_claim_variable(path)] = candidate  # for the processes this one starts
-    return candidate
-
-
-def _claim_variable(path: str) -> str:
-    """The environment variable that passes a sweep folder's claim on to child processes."""
-    where = os.path.abspath(path)
-    return "CNNZOO_CLAIMED_" + hashlib.sha1(where.encode()).hexdigest()[:16]
-
-
-def claimed_folders() -> list[str]:
-    """The run and sweep folders this process claimed (``unique_dir``) that exist."""
-    return [folder for folder in _claimed.values() if Path(folder).is_dir()]
-
-
-def release_unused_claims(keep: str | os.PathLike) -> None:
-    """Remove the empty folders ``unique_dir`` claimed that this run does not use: in a
-    multirun Hydra also resolves the single-run folder's name while composing each job."""
-    keep = Path(keep).resolve()
-    for claimed in _claimed.values():
-        path = Path(claimed).resolve()
-        if path == keep or path in keep.parents:
-            continue
-        with contextlib.suppress(OSError):
-            path.rmdir()  # only when empty
-
-
-OWNER_FILE = ".cnnzoo-owner"
-_owned: dict[Path, int] = {}  # run folder -> the open, locked owner file
-
-
-def own_folder(folder: str | os.PathLike) -> None:
-    """Make this process the owner of run folder ``folder`` until it exits (or
-    ``release_folder``): a second run in the folder, or a resume of a run still running, is
-    refused naming the owner, before it changes anything. The lock is the kernel's (flock on
-    ``.cnnzoo-owner``): it goes with the process, so a killed run can be resumed at once."""
-    folder = Path(folder).resolve()
-    if folder in _owned:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.read(fd, 500).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise ConfigError(
-            f"{folder} is in use by a run that is still going ({owner}); nothing was changed. "
-            "Wait for it to end (or stop it) to resume it, or choose another folder."
-        ) from None
-    os.ftruncate(fd, 0)
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode())
-    _owned[folder] = fd
-
-
-def release_folder(folder: str | os.PathLike) -> None:
-    """Give up ownership of ``folder`` (a sweep's job that ended)."""
-    fd = _owned.pop(Path(folder).resolve(), None)
-    if fd is not None:
-        os.close(fd)  # (closing drops the flock)
-
-
-def is_first_rank() -> bool:
-    """False in the processes that only join a run: DDP ranks Lightning, torchrun or SLURM
-    started besides the first."""
-    return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
-
-
-def sweep_group() -> str | None:
-    """In a job of a multirun: the sweep folder's name (W&B groups a sweep's runs by it)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().runtime.output_dir).parent.name
-
-
-def slurm_tasks_per_node(devices) -> int:
-    """The launcher's tasks per node: the trainer's devices, which SLURM must be told."""
-    if isinstance(devices, int) and devices > 0:
-        return devices
-    raise ConfigError(
-        f"trainer.devices={devices!r} with hydra/launcher=slurm: SLURM allocates what it is "
-        "asked for, so give the processes per node, e.g. trainer.devices=8 (one per GPU)."
-    )
-
-
-def slurm_gpus_per_node(accelerator: str, devices) -> int | None:
-    """GPUs per node for the launcher: one per task on a GPU trainer, none on the CPU."""
-    return None if accelerator == "cpu" else slurm_tasks_per_node(devices)
-
-
-RESOLVERS = {
-    "unique_dir": unique_dir,
-    "unique_sweep_dir": unique_sweep_dir,
-    "sweep_group": sweep_group,
-    "slurm_tasks": slurm_tasks_per_node,
-    "slurm_gpus": slurm_gpus_per_node,
-}
-
-
-def register_resolvers() -> None:
-    for name, resolver in RESOLVERS.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+from cnnzoo.tasks.folders import is_first_rank, own_folder
+from cnnzoo.tasks.resolvers import register_resolvers
 
 
 def _value(args: list[str], key: str) -> str | None:

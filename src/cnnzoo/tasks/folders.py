@@ -1,0 +1,114 @@
+"""Run folders: unique names claimed atomically (``${unique_dir:...}``), and one owner per
+folder at a time (a lock that goes with its process)."""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+
+from cnnzoo.errors import ConfigError
+
+_claimed: dict[str, str] = {}
+
+
+def unique_sweep_dir(path: str) -> str:
+    """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
+    starts: the jobs that the submitit launcher submits compose the sweep's config again in
+    their own process (SLURM passes the environment on), and would each claim a folder."""
+    return unique_dir(path, share=True)
+
+
+def unique_dir(path: str, share: bool = False) -> str:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that did not exist, created now.
+
+    ``mkdir`` is atomic, so two runs started in the same second (or two sweeps) never share
+    a folder. Hydra resolves the sweep folder more than once per process: the same path
+    always gives the same answer within one process.
+    """
+    if path in _claimed:
+        return _claimed[path]
+    inherited = os.environ.get(_claim_variable(path)) if share else None
+    if inherited and Path(inherited).is_dir():  # the launcher's claim (a SLURM sweep's job)
+        _claimed[path] = inherited
+        return inherited
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while True:
+        try:
+            os.mkdir(candidate)
+            break
+        except FileExistsError:
+            n += 1
+            candidate = f"{path}-{n}"
+    _claimed[path] = candidate
+    if share:
+        os.environ[_claim_variable(path)] = candidate  # for the processes this one starts
+    return candidate
+
+
+def _claim_variable(path: str) -> str:
+    """The environment variable that passes a sweep folder's claim on to child processes."""
+    where = os.path.abspath(path)
+    return "CNNZOO_CLAIMED_" + hashlib.sha1(where.encode()).hexdigest()[:16]
+
+
+def claimed_folders() -> list[str]:
+    """The run and sweep folders this process claimed (``unique_dir``) that exist."""
+    return [folder for folder in _claimed.values() if Path(folder).is_dir()]
+
+
+def release_unused_claims(keep: str | os.PathLike) -> None:
+    """Remove the empty folders ``unique_dir`` claimed that this run does not use: in a
+    multirun Hydra also resolves the single-run folder's name while composing each job."""
+    keep = Path(keep).resolve()
+    for claimed in _claimed.values():
+        path = Path(claimed).resolve()
+        if path == keep or path in keep.parents:
+            continue
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only when empty
+
+
+OWNER_FILE = ".cnnzoo-owner"
+_owned: dict[Path, int] = {}  # run folder -> the open, locked owner file
+
+
+def own_folder(folder: str | os.PathLike) -> None:
+    """Make this process the owner of run folder ``folder`` until it exits (or
+    ``release_folder``): a second run in the folder, or a resume of a run still running, is
+    refused naming the owner, before it changes anything. The lock is the kernel's (flock on
+    ``.cnnzoo-owner``): it goes with the process, so a killed run can be resumed at once."""
+    folder = Path(folder).resolve()
+    if folder in _owned:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 500).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(
+            f"{folder} is in use by a run that is still going ({owner}); nothing was changed. "
+            "Wait for it to end (or stop it) to resume it, or choose another folder."
+        ) from None
+    os.ftruncate(fd, 0)
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode())
+    _owned[folder] = fd
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    """Give up ownership of ``folder`` (a sweep's job that ended)."""
+    fd = _owned.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # (closing drops the flock)
+
+
+def is_first_rank() -> bool:
+    """False in the processes that only join a run: DDP ranks Lightning, torchrun or SLURM
+    started besides the first."""
+    return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
