@@ -78,12 +78,14 @@ def run_facts(cfg: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
     }
 
 
-def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, facts: dict[str, Any]) -> None:
+def log_hyperparameters(
+    trainer: pl.Trainer, cfg: DictConfig, facts: dict[str, Any], global_batch: int
+) -> None:
     """Send the whole resolved config, the run's facts (parameters, GMACs, git commit, package
     versions), the global batch and the lr to every logger."""
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams |= facts
-    hparams["global_batch_size"] = cfg.data.batch_size
+    hparams["global_batch_size"] = global_batch
     hparams["effective_lr"] = effective_lr(cfg)
     hparams["world_size"] = trainer.world_size
     for logger in trainer.loggers:
@@ -191,14 +193,14 @@ def _train(cfg: DictConfig) -> float | None:
         "status": "running",
         "model": cfg.model.name,
         "output_dir": str(out),
-        "batch_sizes": batch_size_history(resume, cfg.data.batch_size),
+        "batch_sizes": batch_size_history(resume, datamodule.batch_size),
     }
     if job := slurm_job_id():
         started_fields["slurm_job_id"] = job
     try:
         facts = run_facts(cfg, module)
         record.update(**started_fields, **facts)  # readable while it runs (report.py)
-        log_hyperparameters(trainer, cfg, facts)
+        log_hyperparameters(trainer, cfg, facts, datamodule.batch_size)
         if cfg.get("tune") is not None:
             if cfg.tune != "lr_find":
                 raise ConfigError(f"tune={cfg.tune!r}: the one tuning run is tune=lr_find.")
@@ -214,7 +216,9 @@ def _train(cfg: DictConfig) -> float | None:
         best = ckpt.best_model_path if ckpt else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
         wall_time = time.perf_counter() - started + float(previous.get("wall_time_s") or 0)
-        results = _results(cfg, trainer, fit_metrics, test_metrics, wall_time)
+        results = _results(
+            cfg, trainer, datamodule.batch_size, fit_metrics, test_metrics, wall_time
+        )
         record.fields.pop("error", None)  # (of an interrupted start this run resumed)
         record.update(**results, val_history=record.entries, best_val=record.best())
         if trainer.is_global_zero:
@@ -256,7 +260,12 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _results(
-    cfg: DictConfig, trainer: pl.Trainer, fit: dict, test: dict, wall_time: float
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    global_batch: int,
+    fit: dict,
+    test: dict,
+    wall_time: float,
 ) -> dict[str, Any]:
     """What a finished run adds to its record."""
     ckpt = trainer.checkpoint_callback
@@ -267,8 +276,8 @@ def _results(
         "status": "finished",
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
-        "global_batch_size": cfg.data.batch_size,
-        "per_device_batch_size": per_device_batch_size(cfg.data.batch_size, trainer),
+        "global_batch_size": global_batch,
+        "per_device_batch_size": per_device_batch_size(global_batch, trainer),
         "world_size": trainer.world_size,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
