@@ -37,8 +37,8 @@ report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report 
 test: $(STAMP)  ## run the whole test suite (CPU, offline; a local SLURM is started for its tests)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: $(STAMP)  ## the in-process tests only: no subprocess runs, no SLURM (the edit-test loop)
-	$(BIN)/python -m pytest -m "not slow and not slurm" $(ARGS)
+test-fast: $(STAMP)  ## the in-process tests, one model per family: no subprocesses, no SLURM
+	$(BIN)/python -m pytest -m "not slow and not slurm and not zoo" $(ARGS)
 
 models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
 	$(BIN)/python -m cnnzoo.models

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -14,6 +15,17 @@ from cnnzoo.tasks.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# One architecture per builder path; a check over the whole zoo runs the other thirteen in
+# `make test` only (marked zoo; `make test-fast` leaves them out).
+FAMILY_FIRSTS = ("alexnet", "vgg11", "vgg11_bn", "googlenet", "inception_v3", "resnet18",
+                 "densenet121")  # fmt: skip
+
+
+def zoo(names: list[str]) -> list:
+    """``names`` as parameters: those of ``FAMILY_FIRSTS`` plain, the rest marked ``zoo``."""
+    return [n if n in FAMILY_FIRSTS else pytest.param(n, marks=pytest.mark.zoo) for n in names]
+
+
 # A small sample set (same generator, fewer images) so runs take seconds.
 TINY_SAMPLE = {"train_per_class": 8, "val_per_class": 4}
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import CONF, compose_train
+from helpers import CONF, compose_train, zoo
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -144,7 +144,7 @@ def test_unknown_model_lists_the_choices(tmp_path):
     assert "resnet18" in str(e.value)
 
 
-@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "model").glob("*.yaml"))])
+@pytest.mark.parametrize("name", zoo([p.stem for p in sorted((CONF / "model").glob("*.yaml"))]))
 def test_every_model_config_builds_its_architecture(name, tmp_path):
     cfg = compose_train([f"model={name}"], out=tmp_path)
     assert cfg.model.name == name
@@ -169,7 +169,7 @@ def test_an_input_too_small_for_the_architecture_fails_early_with_the_fix(tmp_pa
     check_input_size(compose_train(["model=inception_v3"], out=tmp_path).model)  # 299 px
 
 
-@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF / "model").glob("*.yaml"))])
+@pytest.mark.parametrize("name", zoo([p.stem for p in sorted((CONF / "model").glob("*.yaml"))]))
 def test_a_model_config_gives_its_builder_exactly_the_builder_s_arguments(name, tmp_path):
     """``model.net`` holds the builder's arguments and nothing the rest of the run reads
     (input size, lr, ...), and a value overridden at the top of ``model`` reaches it."""

@@ -203,6 +203,7 @@ def test_nan_loss_stops_with_step_lr_and_hint(cache_dir, tmp_path, offline_env, 
     )
 
 
+@pytest.mark.slow  # two whole runs with two workers each (about 15 s)
 def test_two_seeded_deterministic_runs_give_identical_weights(cache_dir, tmp_path, offline_env):
     paths = []
     for name in ("a", "b"):
