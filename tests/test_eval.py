@@ -225,3 +225,43 @@ def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
         build_module(cfg)
     datamodule = instantiate(run_config(as_eval).data)
     assert getattr(datamodule, "loader", "workers") == "workers"  # eval reads with workers
+
+
+def v01_config(run_config_file: Path) -> None:
+    """Rewrite a run's saved config as cnnzoo 0.1 wrote it: flat model and optim configs (the
+    builder's and the optimiser's arguments beside the run's keys), no module section."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_config_file)
+    model = OmegaConf.to_container(cfg.model, resolve=False)
+    net, optim = model.pop("net"), OmegaConf.to_container(cfg.optim, resolve=False)
+    model.pop("freeze")
+    optimizer = optim.pop("optimizer")
+    optim.pop("head_lr_mult")
+    cfg.model = {"_target_": net["_target_"], **model}
+    cfg.optim = {"_target_": optimizer["_target_"], "_partial_": True, **optim}
+    del cfg["module"]
+    OmegaConf.save(cfg, run_config_file)
+
+
+def test_a_run_of_cnnzoo_0_1_still_evaluates_predicts_and_exports(trained, tmp_path):
+    """A run folder whose config was written before the build door (flat model/optim, no
+    module) is upgraded as it is read: the same scores, the same exported weights."""
+    old = tmp_path / "old-run"
+    shutil.copytree(trained, old)
+    v01_config(old / ".hydra" / "config.yaml")
+    assert "net:" not in (old / ".hydra" / "config.yaml").read_text()
+    scores = [
+        run_eval(compose_train([f"run={run}"], out=tmp_path / run.name, config="eval"))
+        for run in (trained, old)
+    ]
+    assert scores[0]["acc_top1"] == scores[1]["acc_top1"] and scores[1]["images"] == 40
+    exported = [
+        export_main([f"run={run}", f"out={tmp_path / run.name}.pth"]) for run in (trained, old)
+    ]
+    first, second = (torch.load(p, weights_only=True) for p in exported)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    Image.new("RGB", (40, 50), (200, 30, 30)).save(tmp_path / "red.png")
+    predicted = run_predict(compose_train([f"run={old}", f"images=[{tmp_path / 'red.png'}]"],
+                                          config="predict"))  # fmt: skip
+    assert predicted and len(predicted[0]["top"]) == 5

@@ -8,11 +8,12 @@ all by interpolation, so ``instantiate(cfg.module)`` builds the whole module. Th
 computed here is the effective learning rate (``optim.lr_scaling``).
 """
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -22,15 +23,47 @@ from cnnzoo.module import ClassificationModule
 BASE_BATCH_SIZE = 256  # the batch the models' and papers' learning rates are given for
 
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # (the checkout's, beside train.py)
+# The keys of a cnnzoo 0.1 run's flat model and optim configs that were not the builder's
+# arguments; read only to upgrade such a run's config (``upgrade_run_config``).
+V01_MODEL_RUN_KEYS = ("input_size", "eval_resize", "lr", "aux_weights", "channels_last",
+                      "compile", "freeze")  # fmt: skip
+V01_OPTIM_RUN_KEYS = ("no_decay_norm_bias", "lr_scaling", "head_lr_mult")
+V01_DEFAULTS = {  # what conf/module reads that a 0.1 config may lack
+    "model": {"aux_weights": [], "channels_last": None, "compile": False, "freeze": "none"},
+    "optim": {"no_decay_norm_bias": False, "head_lr_mult": 1.0},
+}
+
+
+def upgrade_run_config(run_cfg: DictConfig) -> DictConfig:
+    """A run folder's saved config as this version's build door reads it: a run trained by
+    cnnzoo 0.1 (flat model and optim configs, no ``module`` section) gets ``model.net``,
+    ``optim.optimizer`` and ``module``, so its runs still evaluate, predict, visualize and
+    export. A current run's config is returned as it is."""
+    upgraded = run_cfg.copy()
+    with open_dict(upgraded):
+        for section, run_keys, node in (
+            ("model", V01_MODEL_RUN_KEYS, "net"),
+            ("optim", V01_OPTIM_RUN_KEYS, "optimizer"),
+        ):
+            flat = upgraded.get(section)
+            if flat is not None and node not in flat and "_target_" in flat:
+                raw = OmegaConf.to_container(flat, resolve=False)
+                flat[node] = {k: v for k, v in raw.items() if k not in run_keys}
+                for key, value in V01_DEFAULTS[section].items():
+                    flat.setdefault(key, value)
+        if "module" not in upgraded and (CONF_DIR / "module").is_dir():
+            upgraded.module = OmegaConf.load(CONF_DIR / "module" / "classification.yaml")
+    return upgraded
+
+
 def build_net(model_cfg: DictConfig, **overrides: Any) -> nn.Module:
     """The architecture of a model config (``model.net``: the builder and its arguments;
     ``overrides`` replace some of them)."""
     if "net" not in model_cfg:
         raise ConfigError(
             f"the model config of {model_cfg.get('name', '?')!r} has no `net` (the builder's "
-            "arguments): it was written by a cnnzoo before 0.2. Score such a run with "
-            "ckpt_path=<run>/checkpoints/best.ckpt model=<its model> data=<its data> instead "
-            "of run=."
+            "arguments). Give a model config of conf/model/ (model=<name>)."
         )
     return instantiate(model_cfg.net, **overrides)
 
@@ -40,9 +73,8 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
     replace module arguments, e.g. ``net=`` an already built network)."""
     if "module" not in cfg:
         raise ConfigError(
-            "the config has no `module` section: a run folder written by a cnnzoo before 0.2. "
-            "Score it with ckpt_path=<run>/checkpoints/best.ckpt model=<its model> "
-            "data=<its data> instead of run=."
+            "the config has no `module` section (conf/module/classification.yaml): give a "
+            "config composed from conf/, or a run folder's."
         )
     build_net(cfg.model)  # (a clear error for a model config without `net`)
     arguments = {"lr": effective_lr(cfg), **overrides}

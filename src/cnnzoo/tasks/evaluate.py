@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnzoo.build import build_module
+from cnnzoo.build import build_module, upgrade_run_config
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
@@ -48,7 +48,7 @@ def run_config(cfg: DictConfig) -> DictConfig:
             f"run={run}: not a cnnzoo run folder (no {saved}). Give a folder under "
             "outputs/train/, or use ckpt_path= with model= and data=."
         )
-    trained = OmegaConf.load(saved)
+    trained = upgrade_run_config(OmegaConf.load(saved))  # (also a cnnzoo 0.1 run's)
     merged = cfg.copy()
     with open_dict(merged):
         for section in RUN_SECTIONS:
