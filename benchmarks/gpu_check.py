@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from cnnzoo.tasks.resolvers import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 IMAGENET_TRAIN = 1_281_167
@@ -60,6 +62,7 @@ COMMON = [
 
 def compose_cfg(overrides: list[str], out: Path | None = None):
     paths = [f"paths.output_dir={out}", f"paths.log_dir={out}"] if out else []
+    register_resolvers()  # (what the entry points do: conf/ uses them)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[*paths, *overrides])
 

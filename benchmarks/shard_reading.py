@@ -19,10 +19,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from cnnzoo.tasks.resolvers import register_resolvers
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def datamodule(data: str, cache: Path, workers: int):
+    register_resolvers()  # (what the entry points do: conf/ uses them)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "train",
