@@ -202,3 +202,16 @@ assert OmegaConf.has_resolver("unique_dir") and OmegaConf.has_resolver("slurm_ta
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_build_door_draws_the_initial_weights_a_plain_builder_does(tmp_path):
+    """Building the module consumes the seeded RNG exactly as building the network alone: the
+    same seed gives the same initial weights (a second, throw-away build would shift them and
+    change every seeded run)."""
+    cfg = compose_train(["model=resnet18", "data.num_classes=10"], out=tmp_path)
+    torch.manual_seed(3)
+    module = build_module(cfg)
+    torch.manual_seed(3)
+    reference = create_model("resnet18", num_classes=10)
+    ours = module.net.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in reference.state_dict().items())

@@ -76,7 +76,8 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
             "the config has no `module` section (conf/module/classification.yaml): give a "
             "config composed from conf/, or a run folder's."
         )
-    build_net(cfg.model)  # (a clear error for a model config without `net`)
+    if "net" not in cfg.model:  # (checked, not built: a build would draw from the seeded RNG)
+        build_net(cfg.model)  # a clear error
     arguments = {"lr": effective_lr(cfg), **overrides}
     return instantiate(cfg.module, **arguments, _convert_="all")
 
