@@ -57,15 +57,19 @@ def upgrade_run_config(run_cfg: DictConfig) -> DictConfig:
     return upgraded
 
 
-def build_net(model_cfg: DictConfig, **overrides: Any) -> nn.Module:
-    """The architecture of a model config (``model.net``: the builder and its arguments;
-    ``overrides`` replace some of them)."""
+def net_config(model_cfg: DictConfig) -> DictConfig:
+    """``model.net``, the builder and its arguments; a clear error where there is none."""
     if "net" not in model_cfg:
         raise ConfigError(
             f"the model config of {model_cfg.get('name', '?')!r} has no `net` (the builder's "
             "arguments). Give a model config of conf/model/ (model=<name>)."
         )
-    return instantiate(model_cfg.net, **overrides)
+    return model_cfg.net
+
+
+def build_net(model_cfg: DictConfig, **overrides: Any) -> nn.Module:
+    """The architecture of a model config (``overrides`` replace some builder arguments)."""
+    return instantiate(net_config(model_cfg), **overrides)
 
 
 def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
@@ -76,8 +80,7 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
             "the config has no `module` section (conf/module/classification.yaml): give a "
             "config composed from conf/, or a run folder's."
         )
-    if "net" not in cfg.model:  # (checked, not built: a build would draw from the seeded RNG)
-        build_net(cfg.model)  # a clear error
+    net_config(cfg.model)  # (checked, not built: a build would draw from the seeded RNG)
     arguments = {"lr": effective_lr(cfg), **overrides}
     return instantiate(cfg.module, **arguments, _convert_="all")
 

@@ -47,15 +47,28 @@ class RunRecord(pl.Callback):
     def path(self) -> Path:
         return self.folder / "results.json"
 
+    def record(self) -> dict[str, Any]:
+        """The fields, with ``val_history`` and ``best_val`` from the history once there is one
+        (until then, a resumed run's record keeps the ones it had)."""
+        if not self.entries:
+            return dict(self.fields)
+        return self.fields | {"val_history": self.entries, "best_val": self.best()}
+
     def update(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the record and write it; the record."""
         self.fields |= fields
+        record = self.record()
         if self.writes:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f".results.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(self.fields, indent=2) + "\n")
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
             os.replace(tmp, self.path)
-        return self.fields
+        return record
+
+    def finish(self, **results: Any) -> dict[str, Any]:
+        """Record a finished run (no ``error`` left from a start it resumed); the record."""
+        self.fields.pop("error", None)
+        return self.update(status="finished", **results)
 
     def end(self, error: BaseException) -> None:
         """Record how the run stopped: requeued (SLURM pre-emption), interrupted (SIGTERM,
@@ -85,7 +98,7 @@ class RunRecord(pl.Callback):
             self.entries.append(
                 {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
             )
-            self.update(val_history=self.entries, best_val=self.best())
+            self.update()
 
     def state_dict(self) -> dict:
         return {"entries": self.entries}

@@ -482,6 +482,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise ConfigError(f"crop={crop!r}: choose one of {sorted(CROPS)}.")
         return multi_crop_transform(*self.sizes, crop, normalize)
 
+    def eval_batch_size(self, crop: str) -> int:
+        """Images per batch of one process's eval loader: the global batch's worth of views."""
+        return max(1, self.batch_size // CROPS[crop])
+
     def eval_loader(self, split: str, crop: str = "center") -> DataLoader:
         """One process's loader over all of ``split`` in batches of (N, views, 3, H, W): as many
         images per forward pass as ``data.batch_size`` (divided by the views per image)."""
@@ -491,9 +495,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise ConfigError(f"eval.split={split!r}: choose one of {sorted(self.datasets)}.")
         dataset = self.datasets[split]
         dataset.transform = transform
-        batch = max(1, self.batch_size // CROPS[crop])
         return DataLoader(
-            dataset, batch_size=batch, num_workers=self.workers(), collate_fn=skip_bad_collate
+            dataset,
+            batch_size=self.eval_batch_size(crop),
+            num_workers=self.workers(),
+            collate_fn=skip_bad_collate,
         )
 
     def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:

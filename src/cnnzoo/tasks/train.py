@@ -219,12 +219,11 @@ def _train(cfg: DictConfig) -> float | None:
         results = _results(
             cfg, trainer, datamodule.batch_size, fit_metrics, test_metrics, wall_time
         )
-        record.fields.pop("error", None)  # (of an interrupted start this run resumed)
-        record.update(**results, val_history=record.entries, best_val=record.best())
+        results = record.finish(**results)
         if trainer.is_global_zero:
-            print_summary(record.fields)
+            print_summary(results)
         failed = False
-        return record.fields["optimized_metric_value"]
+        return results["optimized_metric_value"]
     except BaseException as e:
         record.end(e)
         raise
@@ -273,7 +272,6 @@ def _results(
     optimised = cfg.optimized_metric
     value = float(best_score) if best_score is not None else fit.get(optimised)
     return {
-        "status": "finished",
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": global_batch,

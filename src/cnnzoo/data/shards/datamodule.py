@@ -11,7 +11,6 @@ from cnnzoo.data.datamodule import ImageFolderDataModule
 from cnnzoo.data.sample import build_in_place, ensure_sample_dataset
 from cnnzoo.data.shards.stream import REMEDY, ShardFeed, ShardLoader, ShardStream
 from cnnzoo.data.shards.write import META, load_meta, write_shards
-from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class ShardDataModule(ImageFolderDataModule):
         if split not in ("val", "test"):
             raise ConfigError(f"eval.split={split!r}: choose val or test (the val shards).")
         transform = self.view_transform(crop)
-        stream = self.stream(split, transform, max(1, self.batch_size // CROPS[crop]))
+        stream = self.stream(split, transform, self.eval_batch_size(crop))
         return ShardLoader(stream, epoch=lambda: 0, num_workers=stream.workers)
 
     def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
