@@ -322,6 +322,18 @@ def test_bad_file_fails_naming_it_by_default(tmp_path, decoder):
             assert train[i][0].shape == (3, 8, 8)
 
 
+def test_a_bad_file_met_in_a_worker_is_still_one_line(tmp_path):
+    """PyTorch raises a worker's error again with the worker's traceback as its message; the
+    user reads (and results.json records) the file and the fix, not the traceback."""
+    root, (truncated, _) = broken_tree(tmp_path)
+    dm = datamodule(root, num_workers=1, batch_size=2)
+    dm.setup()
+    with pytest.raises(DataError) as e:
+        list(dm.train_dataloader())
+    assert str(e.value).startswith(f"cannot read image {truncated}")
+    assert "Traceback" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_skip_policy_drops_and_lists_bad_files(tmp_path, caplog):
     from cnnzoo.callbacks import BadFileReport
 

@@ -12,7 +12,7 @@ import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.checkpointing import AtomicCheckpointIO
-from cnnzoo.tasks.folders import unique_dir
+from cnnzoo.tasks.folders import OWNER_FILE, unique_dir
 from cnnzoo.tasks.train import train
 
 # AlexNet has dropout; two workers with persistent workers, random crops and flips, shuffling.
@@ -70,6 +70,14 @@ def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(split)
     config_before = (run / ".hydra" / "config.yaml").read_text()
+    # a resume that is refused, or that finds the run finished, leaves the folder as it was
+    # (not even a .hydra/resumed_<time>/ of the attempt)
+    recorded = files_of(run)
+    refused = run_train([f"resume={run}", "model=vgg11"], offline_env, cwd=split)
+    assert refused.returncode == 1 and "nothing was changed" in refused.stderr, refused.stderr
+    done = run_train([f"resume={run}"], offline_env, cwd=split)
+    assert done.returncode == 0 and "finished its 1 epochs" in done.stdout, done.stderr[-3000:]
+    assert files_of(run) == recorded
     proc = run_train([f"resume={run}", "trainer.max_epochs=2"], offline_env, cwd=split)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert only_run(split) == run  # continued in the same folder
@@ -84,6 +92,15 @@ def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env, 
     assert list((run / ".hydra").glob("resumed_*/config.yaml"))
     assert len(wandb_ids(run)) == 1  # the same W&B run, continued
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    """Every file of a run folder and its bytes (the owner lock aside: it names the last pid)."""
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in run.rglob("*")
+        if p.is_file() and p.name != OWNER_FILE
+    }
 
 
 def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:

@@ -84,6 +84,33 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_keep_the_record(finishe
     assert len([r for r in rows if r.get("test/acc_top1")]) == 1
 
 
+def test_a_requeued_sweep_job_keeps_the_record(finished, cache_dir, monkeypatch, recwarn):
+    """A sweep job that SLURM runs again after a requeue (submitit re-runs it in its own folder,
+    without resume=) continues as resume= does: metrics.csv and results.json keep the run."""
+    from cnnzoo.tasks import train as train_task
+
+    results = json.loads((finished / "results.json").read_text())
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.setattr(train_task, "in_sweep", lambda: True)
+    overrides = [*tiny_overrides(cache_dir, finished), "logger=csv", "trainer.max_epochs=3"]
+    train(compose_train(overrides, out=finished))
+    longer = json.loads((finished / "results.json").read_text())
+    assert longer["status"] == "finished" and longer["epochs"] == 3
+    assert [h["epoch"] for h in longer["val_history"]] == [0, 1, 2]
+    assert longer["wall_time_s"] > results["wall_time_s"]
+    assert [r["epoch"] for r in csv_rows(finished) if r.get("val/acc_top1")] == ["0", "1", "2"]
+    assert not [w for w in recwarn if "will be deleted" in str(w.message)]
+
+
+def test_a_new_run_is_not_warned_that_its_logs_will_be_deleted(cache_dir, tmp_path, recwarn):
+    """Lightning's CSV logger warns that "previous log files will be deleted" of any folder that
+    holds files; a new run's folder holds Hydra's (.hydra/, train.log), and no metrics.csv."""
+    (tmp_path / "train.log").write_text("Hydra's log\n")
+    first_run(cache_dir, tmp_path, "trainer.max_epochs=1")
+    assert (tmp_path / "train.log").read_text() == "Hydra's log\n"
+    assert not [str(w.message) for w in recwarn if "will be deleted" in str(w.message)]
+
+
 def test_history_never_shrinks_to_an_older_checkpoints_copy(tmp_path):
     history = RunRecord(tmp_path, write=False)
     history.load_state_dict({"entries": [{"epoch": 0}, {"epoch": 1}]})

@@ -35,7 +35,9 @@ class _ContinuedWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         path = self.metrics_file_path
-        if self.resume_step is None or not os.path.isfile(path):
+        if not os.path.isfile(path):  # a new run: nothing to keep or to warn about (Lightning
+            return  # warns that "previous log files will be deleted" of any non-empty folder)
+        if self.resume_step is None:
             super()._check_log_dir_exists()
             return
         with open(path, newline="") as f:

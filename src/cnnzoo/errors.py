@@ -1,8 +1,22 @@
 """Errors the user can fix: their message names the bad value and what to do instead."""
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
+
 
 class UserError(Exception):
-    """A problem with the user's input (config value, data folder, file); no traceback needed."""
+    """A problem with the user's input (config value, data folder, file); no traceback needed.
+
+    Raised in a DataLoader worker, PyTorch raises it again in the main process as
+    ``type(e)("Caught <type> in DataLoader worker process N.\\nOriginal Traceback ...")``; the
+    error keeps its own one-line message instead (what the user reads, and results.json)."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER_TRACEBACK in args[0]:
+            cls = type(self)
+            marker = f"{cls.__module__}.{cls.__qualname__}: "
+            if marker in args[0]:
+                args = (args[0].rsplit(marker, 1)[1].strip(),)
+        super().__init__(*args)
 
 
 class DataError(UserError):

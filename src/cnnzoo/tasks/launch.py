@@ -7,6 +7,7 @@ holds a run is never written over."""
 
 import json
 import os
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -56,8 +57,24 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
         *args,
         f"ckpt_path={last}",
         f"hydra.run.dir={run}",
-        f"hydra.output_subdir=.hydra/resumed_{stamp}",  # the run's own .hydra/ stays as it was
+        f"hydra.output_subdir=.hydra/{RESUMED}{stamp}",  # the run's own .hydra/ stays as it was
     ]
+
+
+RESUMED = "resumed_"  # .hydra/resumed_<time>/: the config of one resume of the run
+
+
+def forget_resume_config(run: Path) -> None:
+    """Remove the ``.hydra/resumed_<time>/`` Hydra wrote for this process's resume, when the
+    resume does not happen (refused, or the run had already finished): a run folder records
+    the resumes that ran, not the attempts."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    subdir = HydraConfig.get().output_subdir
+    if subdir and Path(subdir).name.startswith(RESUMED):
+        shutil.rmtree(run / subdir, ignore_errors=True)
 
 
 def torchrun_args(args: list[str]) -> list[str]:

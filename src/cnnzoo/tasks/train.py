@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -21,7 +21,7 @@ from cnnzoo.build import build_module, check_input_size, effective_lr, model_gma
 from cnnzoo.callbacks import Throughput
 from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import slurm_job_id
-from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.checkpointing import LAST, last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
@@ -34,7 +34,12 @@ from cnnzoo.tasks.folders import (
     release_folder,
     release_unused_claims,
 )
-from cnnzoo.tasks.launch import LauncherEnvironment, job_overrides, share_job_with_ranks
+from cnnzoo.tasks.launch import (
+    LauncherEnvironment,
+    forget_resume_config,
+    job_overrides,
+    share_job_with_ranks,
+)
 from cnnzoo.tasks.lr_find import lr_range_test
 from cnnzoo.tasks.resume import (
     already_finished,
@@ -165,10 +170,16 @@ def _failed_in_sweep_folders() -> list[str]:
 def _train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     out = Path(cfg.paths.output_dir)
-    resume = read_resume(cfg)  # a resume this config cannot continue stops here, nothing touched
+    _continue_requeued_sweep_job(cfg, out)
+    try:  # a resume this config cannot continue stops here, nothing touched
+        resume = read_resume(cfg)
+    except ConfigError:
+        forget_resume_config(out)
+        raise
     if resume is not None:
         resume.previous = previous_results(out, resume)
         if already_finished(resume, cfg.trainer.get("max_epochs")):
+            forget_resume_config(out)
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
     pl.seed_everything(cfg.seed, workers=True)
@@ -209,7 +220,7 @@ def _train(cfg: DictConfig) -> float | None:
             failed = False
             return found["suggested_lr"]
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=_ckpt_path(cfg, trainer))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
             raise SystemExit(128 + signal.SIGTERM) from None
         fit_metrics = _floats(trainer.callback_metrics)
@@ -241,17 +252,16 @@ def _say_finished(out: Path, results: dict[str, Any]) -> None:
     )
 
 
-def _ckpt_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
-    """``ckpt_path``; or, in a sweep job that SLURM runs again after requeueing it (the
-    submitit launcher re-runs the job in its own folder), that folder's last checkpoint."""
-    if cfg.get("ckpt_path") is not None:
-        return cfg.ckpt_path
-    last = last_checkpoint_path(trainer)
+def _continue_requeued_sweep_job(cfg: DictConfig, out: Path) -> None:
+    """A sweep job that SLURM runs again after requeueing it (the submitit launcher re-runs the
+    job in its own folder, without ``resume=``) continues from that folder's last checkpoint,
+    through the same checks and record keeping as ``resume=`` (``ckpt_path`` set here)."""
+    last = out / "checkpoints" / LAST
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    if restarts and in_sweep() and last is not None and last.is_file():
+    if cfg.get("ckpt_path") is None and restarts and in_sweep() and last.is_file():
         log.info("requeued SLURM job (restart %d): resuming from %s", restarts, last)
-        return str(last)
-    return None
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
