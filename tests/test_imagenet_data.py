@@ -361,7 +361,7 @@ def test_verify_lists_unreadable_files(tmp_path, capsys):
     lines = out.splitlines()
     assert [line.split("\t")[0] for line in lines] == sorted(str(p) for p in bad)
     reasons = " ".join(lines).lower()
-    assert "truncated" in reasons and "cannot identify image file" in reasons
+    assert "truncated" in reasons and "not an image; it begins b'<html>404 not fo'" in reasons
     assert f"{3 * 6 + 3} images checked, 2 unreadable" in err
     assert verify_main([str(make_tree(tmp_path / "good"))]) == 0
 

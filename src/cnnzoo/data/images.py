@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from cnnzoo.data.index import SplitIndex
@@ -33,12 +33,21 @@ def load_rgb(path: str) -> Image.Image:
     return _pil_rgb(path, path)
 
 
+def _first_bytes(source) -> bytes:
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()[:16]
+    with open(source, "rb") as f:
+        return f.read(16)
+
+
 def _pil_rgb(source, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF data" and friends
             with Image.open(source) as image:
                 return image.convert("RGB")  # decodes the whole file
+    except UnidentifiedImageError:  # (its message names a BytesIO object, not the file)
+        raise BadImageError(name, f"not an image; it begins {_first_bytes(source)!r}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(name, f"{type(e).__name__}: {e}") from None
 
