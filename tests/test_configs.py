@@ -11,7 +11,13 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cnnzoo.build import build_module, build_net, check_input_size
+from cnnzoo.build import (
+    build_datamodule,
+    build_module,
+    build_net,
+    check_input_size,
+    check_options,
+)
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
@@ -69,6 +75,20 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
     assert cfg.data.get("eval_resize", cfg.model.eval_resize) == cfg.model.eval_resize
     if cfg.optim.optimizer._target_ != "torch.optim.AdamW":  # AdamW brings its own lr
         assert cfg.optim.lr == cfg.model.lr
+    check_options(cfg.data, "data")  # the DataModule takes every option its config gives
+    check_options(cfg.module, "module")
+
+
+def test_an_option_the_data_choice_does_not_take_is_named_with_the_fix(tmp_path):
+    """quickstart sets folder-loader options; data=synthetic has no such options."""
+    cfg = compose_train(["experiment=quickstart", "data=synthetic"], out=tmp_path)
+    with pytest.raises(ConfigError) as e:
+        build_datamodule(cfg)
+    assert "does not take data.num_workers, data.train_crop_scale" in str(e.value)
+    assert "Drop them with ~data.num_workers ~data.train_crop_scale;" in str(e.value)
+    dropped = ["~data.num_workers", "~data.train_crop_scale"]
+    cfg = compose_train(["experiment=quickstart", "data=synthetic", *dropped], out=tmp_path)
+    assert build_datamodule(cfg).batch_size == 32
 
 
 def test_parts_build_from_the_default_config(tmp_path, offline_env):

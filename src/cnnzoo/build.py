@@ -8,11 +8,13 @@ all by interpolation, so ``instantiate(cfg.module)`` builds the whole module. Th
 computed here is the effective learning rate (``optim.lr_scaling``).
 """
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -83,6 +85,48 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
     net_config(cfg.model)  # (checked, not built: a build would draw from the seeded RNG)
     arguments = {"lr": effective_lr(cfg), **overrides}
     return instantiate(cfg.module, **arguments, _convert_="all")
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """``cfg.data``'s DataModule; an option its class does not take is named first, with the
+    way to drop it (an ``experiment=`` sets options for its own data group, e.g. quickstart's
+    ``data.num_workers``, which ``data=synthetic`` does not have)."""
+    check_options(cfg.data, "data")
+    return instantiate(cfg.data)
+
+
+def check_options(node: DictConfig, group: str) -> None:
+    """A ``ConfigError`` naming the keys of ``node`` that its ``_target_`` does not take
+    (Hydra's error is the constructor's TypeError, one key at a time)."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        parameters = inspect.signature(get_class(target)).parameters
+    except (ImportError, ValueError, TypeError):
+        return  # instantiate names a target it cannot find
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [k for k in node if not str(k).startswith("_") and k not in parameters]
+    if unknown:
+        choice = f"{group}={_choice(group, target)}"
+        options = ", ".join(sorted(k for k in parameters if k != "self"))
+        raise ConfigError(
+            f"{choice} does not take {', '.join(f'{group}.{k}' for k in unknown)} (an "
+            f"experiment= may set such options for another {group} choice). Drop them with "
+            f"{' '.join(f'~{group}.{k}' for k in unknown)}; {choice} takes: {options}."
+        )
+
+
+def _choice(group: str, target: str) -> str:
+    """The config group's chosen option (``synthetic``), else the target's class name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return target.rsplit(".", 1)[-1]
 
 
 def effective_lr(cfg: DictConfig) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnzoo.build import build_module, upgrade_run_config
+from cnnzoo.build import build_datamodule, build_module, upgrade_run_config
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
@@ -160,7 +159,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if crop not in CROPS:
         raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
     module, path = load_module(cfg, ema=ema)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     loader = datamodule.eval_loader(split, crop)
     scores = evaluate(module, loader, cfg.data.num_classes)
@@ -274,7 +273,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     files = image_files(list(cfg.images))
     module, _ = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     names = datamodule.class_names()
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))

@@ -17,7 +17,13 @@ from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from cnnzoo.build import build_module, check_input_size, effective_lr, model_gmacs
+from cnnzoo.build import (
+    build_datamodule,
+    build_module,
+    check_input_size,
+    effective_lr,
+    model_gmacs,
+)
 from cnnzoo.callbacks import Throughput
 from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import slurm_job_id
@@ -183,7 +189,7 @@ def _train(cfg: DictConfig) -> float | None:
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")  # a missing or malformed data tree fails here, before any work
     check_input_size(cfg.model)
