@@ -194,6 +194,11 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.lr=fast", "optim.lr='fast' (model.lr unless set): give a number"),
         ("trainer.max_epochs=-2", "`max_epochs` must be a non-negative integer"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
+        pytest.param(
+            "trainer=gpu",
+            "trainer.accelerator=gpu asks for a CUDA GPU, but PyTorch sees none",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here"),
+        ),
     ],
 )
 def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, override, message):

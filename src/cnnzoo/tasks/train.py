@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -64,6 +65,19 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
     if not group_cfg:
         return []
     return [instantiate(entry) for entry in group_cfg.values() if entry and "_target_" in entry]
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU: one
+    line with the fix, before any data is read (Lightning's "No supported gpu backend found!"
+    came after the data's setup)."""
+    if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={trainer_cfg.accelerator} asks for a CUDA GPU, but PyTorch "
+            f"sees none here (torch {torch.__version__}, torch.cuda.is_available() is False). "
+            "Train on the CPU with trainer=cpu (or trainer=ddp_cpu), or check the GPU driver "
+            "and CUDA_VISIBLE_DEVICES."
+        )
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
@@ -188,6 +202,7 @@ def _train(cfg: DictConfig) -> float | None:
             forget_resume_config(out)
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
+    check_accelerator(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
