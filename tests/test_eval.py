@@ -190,6 +190,9 @@ def test_bad_checkpoints_are_named(trained, tmp_path):
     assert proc.returncode == 1
     assert "arch 'resnet18'" in proc.stderr and "'alexnet'" in proc.stderr
     assert "Traceback" not in proc.stderr
+    results = trained / "results.json"
+    with pytest.raises(UserError, match=f"the checkpoint {results} is not a PyTorch checkpoint"):
+        run_eval(compose_train([f"ckpt_path={results}"], out=tmp_path, config="eval"))
     with pytest.raises(UserError, match="holds no EMA weights"):
         run_eval(compose_train([f"run={trained}", "eval.ema=true"], out=tmp_path, config="eval"))
 

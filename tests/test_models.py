@@ -1,5 +1,6 @@
 """The architecture zoo: published facts, every model trainable, torchvision compatibility."""
 
+import argparse
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +11,7 @@ from helpers import zoo
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model, list_models
 from cnnzoo.models.stats import count_gmacs, count_params, model_stats, published_weights
+from cnnzoo.models.weights import read_torch_file
 from cnnzoo.module import ClassificationModule, split_outputs
 
 ALL = [
@@ -113,6 +115,30 @@ def test_weights_of_another_architecture_name_both(tmp_path):
         create_model("resnet34", weights=str(path))
     with pytest.raises(ConfigError, match="no such file"):
         create_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_a_file_that_is_not_a_weights_file_is_named(tmp_path):
+    """A results.json or an HTML page saved as .pth, and a pickle that needs unsafe loading:
+    one line naming the file and what it is, without torch's advice to load it unsafely."""
+    page = tmp_path / "resnet18.pth"
+    page.write_text("<html>403 Forbidden</html>")
+    with pytest.raises(ConfigError) as e:
+        create_model("resnet18", weights=str(page))
+    assert str(e.value) == (
+        f"model.weights={page} is not a PyTorch checkpoint or state dict (it begins "
+        "b'<html>403 Forbid'): give a .ckpt of a run's checkpoints/ folder, or a .pth written "
+        "by torch.save."
+    )
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": argparse.Namespace(a=1)}, unsafe)
+    with pytest.raises(
+        ConfigError, match=r"cannot be loaded safely \(UnpicklingError: .*Namespace"
+    ):
+        read_torch_file(unsafe)  # (torch's own message begins "Weights only load failed ...")
+    with pytest.raises(ConfigError, match="^the checkpoint .*missing.ckpt: cannot read it"):
+        read_torch_file(tmp_path / "missing.ckpt")
+    torch.save({"a": torch.ones(2)}, tmp_path / "fine.pt")
+    assert torch.equal(read_torch_file(tmp_path / "fine.pt")["a"], torch.ones(2))
 
 
 def test_pretrained_uses_the_hub_cache_and_never_downloads(tmp_path, monkeypatch):

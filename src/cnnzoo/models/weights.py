@@ -13,6 +13,37 @@ from cnnzoo.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+# How a torch.save file begins: its zip format (PyTorch >= 1.6), or the older pickle format.
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02")
+
+
+def read_torch_file(path: str | os.PathLike, what: str | None = None, mmap: bool = False) -> dict:
+    """``torch.load(path, weights_only=True)`` of a checkpoint or state dict on the CPU; a file
+    that is not one is a ConfigError naming it as ``what`` does (the setting that gave it,
+    ``ckpt_path=...``): not a PyTorch file at all (a results.json, a .pth that is an HTML
+    page: its first bytes), or one PyTorch does not load safely (the reason, without torch's
+    advice to load it unsafely)."""
+    path = Path(path).expanduser()
+    what = what or f"the checkpoint {path}"
+    try:
+        with open(path, "rb") as f:
+            start = f.read(16)
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read it ({e.strerror}).") from None
+    if not start.startswith(TORCH_FILE_STARTS):
+        raise ConfigError(
+            f"{what} is not a PyTorch checkpoint or state dict (it begins {start!r}): "
+            "give a .ckpt of a run's checkpoints/ folder, or a .pth written by torch.save."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()
+        raise ConfigError(
+            f"{what} cannot be loaded safely ({type(e).__name__}: {(reason or [''])[0][:300]})."
+        ) from None
+
+
 def published_weights(name: str) -> tvm.WeightsEnum:
     """torchvision's first ImageNet weights for ``name`` (IMAGENET1K_V1): those trained with the
     classic recipe this project reproduces, not the later improved-recipe V2 weights."""
@@ -45,10 +76,7 @@ def load_weights(net: nn.Module, name: str, path: str | None = None) -> None:
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"model.weights={path}: no such file (for model {name!r}).")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"model.weights: {file} is not a readable state dict ({e}).") from None
+    state = read_torch_file(file, f"model.weights={file}")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         raise ConfigError(
             f"{file} is a training checkpoint, not a torchvision-format state dict; export one "
@@ -66,7 +94,7 @@ def net_state_dict(
     if isinstance(checkpoint_path, dict):
         checkpoint, checkpoint_path = checkpoint_path, source or "the checkpoint"
     else:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = read_torch_file(checkpoint_path)
     if not ema:
         state, prefix = checkpoint["state_dict"], "net."
     else:

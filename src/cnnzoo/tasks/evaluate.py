@@ -25,7 +25,7 @@ from cnnzoo.build import build_datamodule, build_module, upgrade_run_config
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
-from cnnzoo.models.weights import net_state_dict
+from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
 from cnnzoo.tasks.folders import release_unused_claims
@@ -100,10 +100,7 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
                 cfg.model.pretrained = False
     module = build_module(cfg)
     if path is not None:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ConfigError(f"{path} is not a readable cnnzoo checkpoint ({e}).") from None
+        checkpoint = read_torch_file(path)
         if "state_dict" not in checkpoint:
             raise ConfigError(
                 f"{path} is not a training checkpoint; for a torchvision-format state dict use "

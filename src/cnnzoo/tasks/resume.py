@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from cnnzoo.errors import ConfigError
+from cnnzoo.models.weights import read_torch_file
 
 
 @dataclass
@@ -38,10 +38,7 @@ def read_resume(cfg: DictConfig) -> Resume | None:
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise ConfigError(f"ckpt_path={path} is not a readable checkpoint ({e}).") from None
+    checkpoint = read_torch_file(path, f"ckpt_path={path}", mmap=True)
     hparams = checkpoint.get("hyper_parameters", {})
     for key, value in (("arch", cfg.model.name), ("num_classes", cfg.data.num_classes)):
         if key in hparams and hparams[key] != value:

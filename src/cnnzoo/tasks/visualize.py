@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
+from cnnzoo.models.weights import read_torch_file
 from cnnzoo.tasks.evaluate import device, evaluate, load_module, run_config
 
 VIEWS = ("filters", "confusion", "neighbours", "gradcam")
@@ -57,7 +58,7 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
     out = Path(cfg.run).expanduser() / "visualize"
     out.mkdir(exist_ok=True)
     if cfg.what == "filters":
-        epoch = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        epoch = read_torch_file(checkpoint, mmap=True)["epoch"]
         paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
     elif cfg.what == "confusion":
         paths = draw_confusion(cfg, module, datamodule, out)
