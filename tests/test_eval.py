@@ -268,3 +268,30 @@ def test_a_run_of_cnnzoo_0_1_still_evaluates_predicts_and_exports(trained, tmp_p
     predicted = run_predict(compose_train([f"run={old}", f"images=[{tmp_path / 'red.png'}]"],
                                           config="predict"))  # fmt: skip
     assert predicted and len(predicted[0]["top"]) == 5
+
+
+def test_a_synthetic_run_has_nothing_to_score_or_name(tmp_path, offline_env, cache_dir):
+    """A data=synthetic run (noise, for measuring speed): eval, predict and the image views
+    refuse it with one line; its filters can still be drawn."""
+    from omegaconf import OmegaConf
+
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.train import train
+    from cnnzoo.tasks.visualize import run_visualize
+
+    run = tmp_path / "synthetic"
+    cfg = compose_train(["data=synthetic", "trainer=cpu", "model.input_size=32",
+                         "data.batch_size=4", "data.steps_per_epoch=2", "data.val_steps=1",
+                         "trainer.max_epochs=1", "logger=none", "callbacks.progress_bar=null",
+                         "callbacks.prediction_grid=null"], out=run)  # fmt: skip
+    train(cfg)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    image = next(next(cache_dir.glob("sample_*")).glob("val/*/*"))
+    for config, extra in (("eval", []), ("predict", [f"images=[{image}]"]),
+                          ("visualize", ["what=gradcam", f"images=[{image}]"])):  # fmt: skip
+        task = {"eval": run_eval, "predict": run_predict, "visualize": run_visualize}[config]
+        with pytest.raises(ConfigError, match="trained on SyntheticDataModule .* no images"):
+            task(compose_train([f"run={run}", *extra], out=tmp_path / config, config=config))
+    visualize = compose_train([f"run={run}", "what=filters"], config="visualize")
+    assert run_visualize(visualize) == [run / "visualize" / "filters.png"]

@@ -72,6 +72,7 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
 ):
     from cnnzoo.export import export
     from cnnzoo.tasks.evaluate import run_eval, run_predict
+    from cnnzoo.tasks.visualize import run_visualize
 
     out = tmp_path / "run"
     cfg = compose_train(finetune(photos, weights, out), out=out)
@@ -86,6 +87,18 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     image = next((photos / "val" / "bees").iterdir())
     (answer,) = run_predict(compose_train([f"run={out}", f"images=[{image}]"], config="predict"))
     assert {t["name"] for t in answer["top"]} == {"ants", "bees"}
+    # The run folder copied to another machine, without the photos it was trained on: its
+    # checkpoint names the classes, for predict.py and the Grad-CAM view.
+    away = tmp_path / "copied-run"
+    shutil.copytree(out, away)
+    OmegaConf.save(OmegaConf.merge(cfg, {"data": {"root": str(tmp_path / "not-here")}}),
+                   away / ".hydra" / "config.yaml")  # fmt: skip
+    (answer,) = run_predict(compose_train([f"run={away}", f"images=[{image}]"], config="predict"))
+    assert {t["name"] for t in answer["top"]} == {"ants", "bees"}
+    visualize = compose_train([f"run={away}", "what=gradcam", f"images=[{image}]"],
+                              config="visualize")  # fmt: skip
+    (picture,) = run_visualize(visualize)
+    assert picture == away / "visualize" / "gradcam.png"
     path = export({"run": str(out), "format": "state_dict", "ckpt": "best", "ema": "false",
                    "overwrite": "false"})  # fmt: skip
     assert torch.load(path, weights_only=True)["fc.weight"].shape == (2, 512)

@@ -4,4 +4,4 @@ Importing the package (or ``cnnzoo.models``, ``cnnzoo.data``) registers nothing 
 no global state; the Hydra layer, ``cnnzoo.tasks``, registers the config's resolvers.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -524,9 +525,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
             images, labels = self.mix(images, labels)
         return images, labels
 
-    def state_dict(self) -> dict[str, int]:
-        """Kept in checkpoints: the global batch the position in an epoch is counted in."""
-        return {"global_batch_size": self.batch_size}
+    def state_dict(self) -> dict[str, Any]:
+        """Kept in checkpoints: the global batch the position in an epoch is counted in, and
+        the class names by index (what predict.py shows, also away from the data)."""
+        state: dict[str, Any] = {"global_batch_size": self.batch_size}
+        if self.datasets or getattr(self, "meta", None):  # set up (folders, CIFAR; shards)
+            state["class_names"] = self.class_names()
+        return state
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         pass  # (checked before a resume starts: cnnzoo.tasks.resume)

@@ -113,6 +113,31 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
     return module.eval(), path
 
 
+def image_datamodule(cfg: DictConfig):
+    """The run's DataModule, for scoring or showing images: a ``data=synthetic`` run (random
+    noise with random labels, for measuring speed) has neither images nor class names."""
+    datamodule = build_datamodule(cfg)
+    if not hasattr(datamodule, "eval_loader"):
+        raise ConfigError(
+            f"this run trained on {cfg.data._target_.rsplit('.', 1)[-1]} (random noise with "
+            "random labels, to measure speed): it has no images to score and no class names. "
+            "Evaluate, predict and visualize runs trained on images (visualize.py what=filters "
+            "works for any run)."
+        )
+    return datamodule
+
+
+def class_names(datamodule, checkpoint: Path | None) -> list[str]:
+    """The names of the classes the network learned: those its checkpoint recorded (so a run
+    folder copied away from its data still names its predictions), else the DataModule's
+    (checkpoints of cnnzoo before 0.2.1, or no checkpoint)."""
+    if checkpoint is not None:
+        for value in read_torch_file(checkpoint, mmap=True).values():
+            if isinstance(value, dict) and value.get("class_names"):
+                return list(value["class_names"])
+    return datamodule.class_names()
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -156,7 +181,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if crop not in CROPS:
         raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
     module, path = load_module(cfg, ema=ema)
-    datamodule = build_datamodule(cfg)
+    datamodule = image_datamodule(cfg)
     datamodule.prepare_data()
     loader = datamodule.eval_loader(split, crop)
     scores = evaluate(module, loader, cfg.data.num_classes)
@@ -268,10 +293,10 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     reported on stderr and skipped."""
     cfg = run_config(cfg)
     files = image_files(list(cfg.images))
-    module, _ = load_module(cfg, ema=cfg.predict.get("ema", False))
+    module, checkpoint = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
-    datamodule = build_datamodule(cfg)
-    names = datamodule.class_names()
+    datamodule = image_datamodule(cfg)
+    names = class_names(datamodule, checkpoint)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
     console = Console(soft_wrap=True)

@@ -24,14 +24,20 @@ import math
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import read_torch_file
-from cnnzoo.tasks.evaluate import device, evaluate, load_module, run_config
+from cnnzoo.tasks.evaluate import (
+    class_names,
+    device,
+    evaluate,
+    image_datamodule,
+    load_module,
+    run_config,
+)
 
 VIEWS = ("filters", "confusion", "neighbours", "gradcam")
 # Where Grad-CAM looks, by family: the last convolutional block (its output keeps the spatial
@@ -54,18 +60,21 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         raise ConfigError(f"what={cfg.what!r}: choose one of {list(VIEWS)}.")
     cfg = run_config(cfg)
     module, checkpoint = load_module(cfg, ema=cfg.visualize.get("ema", False))
-    datamodule = instantiate(cfg.data)  # the run's data: its sizes, views and class names
     out = Path(cfg.run).expanduser() / "visualize"
-    out.mkdir(exist_ok=True)
     if cfg.what == "filters":
         epoch = read_torch_file(checkpoint, mmap=True)["epoch"]
+        out.mkdir(exist_ok=True)
         paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
-    elif cfg.what == "confusion":
-        paths = draw_confusion(cfg, module, datamodule, out)
-    elif cfg.what == "neighbours":
-        paths = [draw_neighbours(cfg, module, datamodule, checkpoint, out)]
     else:
-        paths = [draw_gradcam(cfg, module, datamodule, out)]
+        datamodule = image_datamodule(cfg)  # the run's data: its sizes, views and class names
+        out.mkdir(exist_ok=True)
+        if cfg.what == "confusion":
+            paths = draw_confusion(cfg, module, datamodule, out)
+        elif cfg.what == "neighbours":
+            paths = [draw_neighbours(cfg, module, datamodule, checkpoint, out)]
+        else:
+            names = class_names(datamodule, checkpoint)
+            paths = [draw_gradcam(cfg, module, names, datamodule, out)]
     for path in paths:
         print(f"wrote {path}")
     log_to_wandb(Path(cfg.run).expanduser(), paths, cfg)
@@ -293,7 +302,7 @@ def gradcam_maps(module: nn.Module, images: Tensor, layer: nn.Module, classes: l
     return torch.from_numpy(maps)
 
 
-def draw_gradcam(cfg: DictConfig, module, datamodule, out: Path) -> Path:
+def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Path) -> Path:
     from matplotlib.figure import Figure
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
@@ -303,7 +312,6 @@ def draw_gradcam(cfg: DictConfig, module, datamodule, out: Path) -> Path:
     with torch.no_grad():
         probabilities = module(images).float().softmax(dim=1)
     chosen = cfg.visualize.get("class_index")
-    names = datamodule.class_names()
     if chosen is not None and not 0 <= int(chosen) < len(names):
         raise ConfigError(f"visualize.class_index={chosen}: give 0..{len(names) - 1}.")
     classes = [int(chosen) if chosen is not None else int(p.argmax()) for p in probabilities]
