@@ -29,8 +29,20 @@ def test_no_root_given(tmp_path):
 
 def test_empty_root_says_what_was_found(tmp_path):
     (tmp_path / "stuff").mkdir()
-    with pytest.raises(DataError, match=r"has no train or val folder \(found: \['stuff'\]\)"):
+    with pytest.raises(DataError, match=r"has no train or val folder \(found: stuff\)"):
         module(str(tmp_path)).setup()
+
+
+def test_a_split_given_as_the_root_points_to_the_folder_above(tmp_path):
+    """data.root=photos/train (a common slip): the fix names photos; a 1000-class folder is
+    not listed whole."""
+    for split in ("train", "val"):
+        for c in range(6):
+            (tmp_path / split / f"class{c}").mkdir(parents=True)
+    with pytest.raises(DataError) as e:
+        module(str(tmp_path / "train")).setup()
+    assert "(found: class0, class1, class2, class3, ... (6 in all))" in str(e.value)
+    assert f"It is a split of {tmp_path}: set data.root={tmp_path}." in str(e.value)
 
 
 def test_empty_split_and_wrong_class_count(cache_dir, tmp_path):

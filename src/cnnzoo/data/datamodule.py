@@ -364,11 +364,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataError(f"data folder {self.root} does not exist. {fix}")
         missing = [s for s in SPLITS if not (self.root / s).is_dir()]
         if missing:
-            found = sorted(p.name for p in self.root.iterdir()) or "nothing"
+            names = sorted(p.name for p in self.root.iterdir())
+            found = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if names[4:] else "")
+            parent = self.root.parent
+            if all((parent / s).is_dir() for s in SPLITS):  # data.root=photos/train
+                fix = f"It is a split of {parent}: set {self.root_setting.split()[0]}={parent}."
             raise DataError(
                 f"data folder {self.root} has no {' or '.join(missing)} folder "
-                f"(found: {found}). {fix} For the official ILSVRC-2012 archives run "
-                "python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
+                f"(found: {found or 'nothing'}). {fix} For the official ILSVRC-2012 archives "
+                "run python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
             )
         return self.root
 
