@@ -116,6 +116,26 @@ def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):
         OmegaConf.to_container(every.hydra.launcher, resolve=True)  # trainer=ddp: devices -1
 
 
+def test_the_slurm_launcher_where_slurm_does_not_answer_is_one_line(tmp_path, monkeypatch):
+    """A laptop, a node outside the cluster: no sbatch, or a controller that does not answer
+    (submitit's error was a traceback, after Hydra had made the sweep folder)."""
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.launch import prepare_argv
+
+    argv = ["train.py", "-m", "hydra/launcher=slurm", "model=alexnet,resnet18"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(ConfigError, match="submits with sbatch, not installed here. Start"):
+        prepare_argv(argv)
+    fatal = "scontrol: fatal: Could not establish a configuration source"
+    for name, script in (("sbatch", "exit 0"), ("scontrol", f"echo '{fatal}' >&2; exit 1")):
+        (tmp_path / name).write_text(f"#!/bin/sh\n{script}\n")
+        (tmp_path / name).chmod(0o755)
+    with pytest.raises(ConfigError, match=f"does not answer \\(`scontrol ping`: {fatal}\\)"):
+        prepare_argv(argv)
+    (tmp_path / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at c1 is UP'\n")
+    assert prepare_argv(argv) == argv
+
+
 RUN_DIR = "hydra.run.dir=${paths.log_dir}/train"
 
 

@@ -8,6 +8,7 @@ holds a run is never written over."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -153,6 +154,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
         if is_first_rank() and Path(resume).is_dir():
             own_folder(resume)  # before Hydra writes anything into it
         return [argv[0], *resume_args(Path(resume), rest)]
+    if _value(args, "hydra/launcher") == "slurm":
+        check_slurm_answers()
     run_dir = _value(args, "hydra.run.dir")
     if run_dir and is_first_rank() and "$" not in run_dir:
         own_folder(run_dir)  # two runs started into one folder at once: one goes on
@@ -162,6 +165,28 @@ def prepare_argv(argv: list[str]) -> list[str]:
                 f"Continue it with resume={run_dir}, or choose another folder."
             )
     return argv
+
+
+def check_slurm_answers() -> None:
+    """``hydra/launcher=slurm`` submits every job with ``sbatch``: where SLURM is not installed
+    or its controller does not answer (a laptop, a node outside the cluster), say so in one
+    line before the sweep starts (submitit's error came as a traceback)."""
+    fix = (
+        "Start the sweep on the cluster's login node, or leave out hydra/launcher=slurm to run "
+        "its jobs on this machine."
+    )
+    if shutil.which("sbatch") is None:
+        raise ConfigError(f"hydra/launcher=slurm submits with sbatch, not installed here. {fix}")
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(f"hydra/launcher=slurm: `scontrol ping` failed ({e}). {fix}") from None
+    if ping.returncode != 0:
+        said = (ping.stderr or ping.stdout).strip().splitlines() or ["no answer"]
+        raise ConfigError(
+            f"hydra/launcher=slurm: the SLURM controller does not answer (`scontrol ping`: "
+            f"{said[-1]}). {fix}"
+        )
 
 
 def job_overrides() -> list[str] | None:
