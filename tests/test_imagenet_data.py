@@ -464,8 +464,9 @@ def test_bad_options_are_config_errors(tmp_path):
 
 def test_auto_workers_share_the_cpus_among_devices():
     assert auto_workers(cpus=2, devices=1) == 1
-    assert auto_workers(cpus=16, devices=1) == 8
+    assert auto_workers(cpus=16, devices=1) == 15  # one GPU: every other core decodes
     assert auto_workers(cpus=64, devices=8) == 7
+    assert auto_workers(cpus=224, devices=8) == 16
     assert auto_workers(cpus=8, devices=8) == 1
 
 

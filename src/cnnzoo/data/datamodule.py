@@ -75,7 +75,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         index_cache: folder for the file index of each split (None: walk the tree each start);
             ``reindex`` rebuilds it.
         num_workers: DataLoader processes per device, or ``"auto"``: the CPUs this process may
-            use divided by the devices of this node, minus one for the main process, at most 8.
+            use divided by the devices of this node, minus one for the main process, at most 16.
             With ``loader=dali``, DALI's CPU threads per device (``auto``: the same count).
         loader: ``workers`` (DataLoader worker processes decode and augment) or ``dali``
             (NVIDIA DALI decodes and augments on the GPU; ``cnnzoo.data.dali``).
