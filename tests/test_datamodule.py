@@ -33,6 +33,13 @@ def test_empty_root_says_what_was_found(tmp_path):
         module(str(tmp_path)).setup()
 
 
+def test_an_archive_given_as_the_root_is_named_a_file(tmp_path):
+    archive = tmp_path / "ILSVRC2012_img_train.tar"
+    archive.write_bytes(b"")
+    with pytest.raises(DataError, match=f"data folder {archive} is a file, not a folder.*prepare"):
+        module(str(archive)).setup()
+
+
 def test_a_split_given_as_the_root_points_to_the_folder_above(tmp_path):
     """data.root=photos/train (a common slip): the fix names photos; a 1000-class folder is
     not listed whole."""

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 LOADERS = ("workers", "dali")
 LAYOUT = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
+PREPARE = (
+    "For the official ILSVRC-2012 archives run "
+    "python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
+)
 SPLITS = ("train", "val")
 # ILSVRC-2012's official image counts, checked when the tree is the whole of it.
 IMAGENET_IMAGES = {"train": 1_281_167, "val": 50_000}
@@ -360,6 +364,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.root is None:
             raise DataError(f"no data folder given. Set {self.root_setting}; expected {LAYOUT}.")
         fix = f"Expected {LAYOUT}; set {self.root_setting} to such a folder."
+        if self.root.is_file():  # e.g. ILSVRC2012_img_train.tar itself
+            raise DataError(f"data folder {self.root} is a file, not a folder. {fix} {PREPARE}")
         if not self.root.is_dir():
             raise DataError(f"data folder {self.root} does not exist. {fix}")
         missing = [s for s in SPLITS if not (self.root / s).is_dir()]
@@ -371,8 +377,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 fix = f"It is a split of {parent}: set {self.root_setting.split()[0]}={parent}."
             raise DataError(
                 f"data folder {self.root} has no {' or '.join(missing)} folder "
-                f"(found: {found or 'nothing'}). {fix} For the official ILSVRC-2012 archives "
-                "run python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
+                f"(found: {found or 'nothing'}). {fix} {PREPARE}"
             )
         return self.root
 
