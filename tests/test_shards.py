@@ -145,6 +145,11 @@ def test_problems_are_named(shards, tmp_path):
         load_meta(tmp_path / "nowhere", "data.root")
     with pytest.raises(DataError, match="no cnnzoo-shards.json; write shards there with python"):
         load_meta(tmp_path, "data.root")
+    images = tmp_path / "images"  # an image tree given as the shard folder
+    for split in ("train", "val"):
+        (images / split).mkdir(parents=True)
+    with pytest.raises(DataError, match=f"a folder of images .* --src {images} --dst ANOTHER"):
+        load_meta(images, "data.root")
     with pytest.raises(DataError, match="holds 10 classes but data.num_classes=5"):
         datamodule(shards, num_classes=5).setup()
     with pytest.raises(ConfigError, match="val_from_train"):

@@ -152,6 +152,12 @@ def load_meta(root: Path | None, setting: str) -> dict:
     except FileNotFoundError:
         if (root / PLAN).is_file():
             hint = "it is an unfinished write: run the same command again to finish it"
+        elif (root / "train").is_dir() and (root / "val").is_dir():
+            hint = (
+                "it is a folder of images (train/, val/): read it as it is with data=imagenet "
+                "(or data=imagefolder), or write shards from it with "
+                f"python -m cnnzoo.data.shards --src {root} --dst ANOTHER_FOLDER"
+            )
         else:
             hint = f"write shards there with {WRITE_COMMAND.format(dst=root)}"
         raise DataError(f"{root} has no {META}; {hint}.") from None
