@@ -12,6 +12,7 @@ import torch
 from helpers import TINY_SAMPLE, compose_train, fake_trainer, tiny_overrides
 from omegaconf import DictConfig, OmegaConf
 
+from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.index import scan
 from cnnzoo.data.shards import META, ShardDataModule, ShardLoader, load_meta, write_shards
 from cnnzoo.errors import ConfigError, DataError
@@ -145,9 +146,13 @@ def test_problems_are_named(shards, tmp_path):
         load_meta(tmp_path / "nowhere", "data.root")
     with pytest.raises(DataError, match="no cnnzoo-shards.json; write shards there with python"):
         load_meta(tmp_path, "data.root")
+    with pytest.raises(
+        DataError, match=f"shards, not class folders .*data=imagenet_shards data.root={shards}"
+    ):
+        ImageFolderDataModule(str(shards), num_classes=10).setup()  # shards given as an image tree
     images = tmp_path / "images"  # an image tree given as the shard folder
     for split in ("train", "val"):
-        (images / split).mkdir(parents=True)
+        (images / split / "n01440764").mkdir(parents=True)
     with pytest.raises(DataError, match=f"a folder of images .* --src {images} --dst ANOTHER"):
         load_meta(images, "data.root")
     with pytest.raises(DataError, match="holds 10 classes but data.num_classes=5"):

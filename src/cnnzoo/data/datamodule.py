@@ -368,6 +368,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataError(f"data folder {self.root} is a file, not a folder. {fix} {PREPARE}")
         if not self.root.is_dir():
             raise DataError(f"data folder {self.root} does not exist. {fix}")
+        if (self.root / "cnnzoo-shards.json").is_file():  # (shards.META; the shards import us)
+            raise DataError(
+                f"{self.root} holds WebDataset shards, not class folders of images: read them "
+                f"with data=imagenet_shards data.root={self.root}."
+            )
         missing = [s for s in SPLITS if not (self.root / s).is_dir()]
         if missing:
             names = sorted(p.name for p in self.root.iterdir())

@@ -152,7 +152,7 @@ def load_meta(root: Path | None, setting: str) -> dict:
     except FileNotFoundError:
         if (root / PLAN).is_file():
             hint = "it is an unfinished write: run the same command again to finish it"
-        elif (root / "train").is_dir() and (root / "val").is_dir():
+        elif any(p.is_dir() for p in (root / "train").glob("*")):  # class folders: images
             hint = (
                 "it is a folder of images (train/, val/): read it as it is with data=imagenet "
                 "(or data=imagefolder), or write shards from it with "
