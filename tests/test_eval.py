@@ -123,9 +123,21 @@ def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, ca
 
 @pytest.mark.slow
 def test_predict_names_a_missing_image_path(trained, tmp_path):
-    cfg = compose_train([f"run={trained}", "images=[no/such/cat.jpg]"], config="predict")
-    with pytest.raises(UserError, match="no/such/cat.jpg does not exist"):
-        run_predict(cfg)
+    for given in ("images=[no/such/cat.jpg]", "images=no/such/cat.jpg"):  # a list, or one path
+        cfg = compose_train([f"run={trained}", given], config="predict")
+        with pytest.raises(UserError, match="images: no/such/cat.jpg does not exist"):
+            run_predict(cfg)
+
+
+def test_one_image_given_without_brackets_is_one_path(tmp_path):
+    """images=cat.jpg is one path (it was read letter by letter: "/" searched the whole disk)."""
+    from cnnzoo.tasks.evaluate import image_files
+
+    cat = tmp_path / "cat.jpg"
+    cat.write_bytes(b"not looked at here")
+    assert image_files(str(cat)) == image_files([str(cat)]) == [cat]
+    with pytest.raises(UserError, match=r"images=\[\]: no image files given"):
+        image_files([])
 
 
 @pytest.mark.slow

@@ -258,9 +258,12 @@ def print_eval(result: dict[str, Any], out: Path, console: Console | None = None
     console.print(f"eval.json and per_class.csv in {out}")
 
 
-def image_files(paths: list[str]) -> list[Path]:
-    """The files given, and the image files under the folders given (sorted); a path that
-    does not exist is an error naming it."""
+def image_files(given_images) -> list[Path]:
+    """The files given (``images=``: a list, or one path), and the files under the folders
+    given (sorted); a path that does not exist is an error naming it."""
+    if isinstance(given_images, str):  # images=cat.jpg (not a list: one path, not its letters)
+        given_images = [given_images]
+    paths = [str(p) for p in given_images or []]
     files: list[Path] = []
     for given in paths:
         path = Path(given).expanduser()
@@ -273,7 +276,7 @@ def image_files(paths: list[str]) -> list[Path]:
         else:
             raise ConfigError(f"images: {given} does not exist (give image files or folders).")
     if not files:
-        raise ConfigError(f"images={paths}: no files to predict (give images=[a.jpg,folder/]).")
+        raise ConfigError(f"images={paths}: no image files given (images=[a.jpg,folder/]).")
     return files
 
 
@@ -292,7 +295,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k class names with probabilities for each image; files that are not images are
     reported on stderr and skipped."""
     cfg = run_config(cfg)
-    files = image_files(list(cfg.images))
+    files = image_files(cfg.images)
     module, checkpoint = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
     datamodule = image_datamodule(cfg)

@@ -342,10 +342,10 @@ def read_queries(cfg: DictConfig, datamodule) -> tuple[Tensor, list[tuple[Path, 
     transform = datamodule.view_transform("center")
     shown = datamodule.view_transform("center", normalize=False)
     inputs, pictures = [], []
-    files = image_files(list(cfg.get("images") or []))
+    files = image_files(cfg.get("images"))
     for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
         inputs.append(transform(image)[0])
         pictures.append((file, shown(image)[0]))
     if not inputs:
-        raise ConfigError(f"images={list(cfg.images)}: none is a readable image.")
+        raise ConfigError(f"images={[str(f) for f in files]}: none is a readable image.")
     return torch.stack(inputs), pictures
