@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnzoo.errors import ConfigError
 from cnnzoo.module import ClassificationModule, split_outputs
 
 Outputs = namedtuple("Outputs", ["logits", "aux_logits2", "aux_logits1"])  # like GoogLeNet's
@@ -63,7 +64,7 @@ def test_absent_aux_heads_are_ignored_and_forward_returns_main_logits():
 
 def test_more_aux_heads_than_weights_is_a_clear_error():
     module = make_module(ThreeHeads(), aux_weights=(0.3,))
-    with pytest.raises(ValueError, match="2 auxiliary outputs but model.aux_weights has 1"):
+    with pytest.raises(ConfigError, match="2 auxiliary outputs but model.aux_weights has 1"):
         module.training_step((torch.randn(2, 4), torch.tensor([0, 1])), 0)
 
 

@@ -194,6 +194,9 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.lr=fast", "optim.lr='fast' (model.lr unless set): give a number"),
         ("trainer.max_epochs=-2", "`max_epochs` must be a non-negative integer"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
+        ("data.train_crop_scale=0.5", "data.train_crop_scale=0.5: give a range of two numbers"),
+        ("data.scale_jitter=[512,256]", "data.scale_jitter=[512, 256]: give a range of two"),
+        ("model.aux_weights=0.3", "model.aux_weights=0.3: give one loss weight per auxiliary"),
         pytest.param(
             "trainer=gpu",
             "trainer.accelerator=gpu asks for a CUDA GPU, but PyTorch sees none",

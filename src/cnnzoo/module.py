@@ -43,6 +43,13 @@ def head_parameters(net: nn.Module) -> list[nn.Parameter]:
     return list(linear[-1].parameters())
 
 
+def _numbers(value) -> bool:
+    """A list (or tuple) of plain numbers."""
+    return isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
+
+
 def split_outputs(output: Tensor | Sequence[Tensor | None]) -> tuple[Tensor, list[Tensor]]:
     """(main logits, auxiliary logits) of a plain tensor or a (named) tuple such as
     torchvision's ``GoogLeNetOutputs`` / ``InceptionOutputs``; absent heads (None) dropped."""
@@ -101,6 +108,11 @@ class ClassificationModule(pl.LightningModule):
         super().__init__()
         if freeze not in FREEZE:
             raise ConfigError(f"model.freeze={freeze!r}: choose one of {list(FREEZE)}.")
+        if not _numbers(aux_weights):
+            raise ConfigError(
+                f"model.aux_weights={aux_weights!r}: give one loss weight per auxiliary head, as "
+                "a list: [0.3,0.3] for GoogLeNet's two, [0.4] for Inception v3's, [] for none."
+            )
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         if freeze == "backbone":
@@ -152,7 +164,7 @@ class ClassificationModule(pl.LightningModule):
         main, aux = split_outputs(self._net(images))
         weights = list(self.hparams.aux_weights)
         if len(aux) > len(weights):
-            raise ValueError(
+            raise ConfigError(
                 f"the net returned {len(aux)} auxiliary outputs but model.aux_weights has "
                 f"{len(weights)} weights ({weights}); give one weight per head."
             )

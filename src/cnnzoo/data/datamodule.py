@@ -154,11 +154,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.reindex = reindex
         self.sizes = (image_size, eval_resize)
         self.train_options = {
-            "crop_scale": tuple(train_crop_scale),
+            "crop_scale": number_pair("train_crop_scale", train_crop_scale, float),
             "hflip": hflip,
             "crop": train_crop,
             "resize": eval_resize,
-            "scale_jitter": tuple(scale_jitter),
+            "scale_jitter": number_pair("scale_jitter", scale_jitter, int),
             "color_jitter": color_jitter,
             "auto_augment": auto_augment,
             "lighting": lighting,
@@ -585,6 +585,20 @@ class SampleDataModule(ImageFolderDataModule):
         if self.num_classes == len(names):
             return names
         return super().class_names()
+
+
+def number_pair(name: str, value, kind: type) -> tuple:
+    """``data.<name>`` as a (low, high) pair of ``kind`` (a range: [0.08, 1.0], [256, 512])."""
+    try:
+        low, high = (kind(v) for v in value)
+    except (TypeError, ValueError):
+        low = high = None
+    if low is None or low > high:
+        raise ConfigError(
+            f"data.{name}={value!r}: give a range of two numbers, low then high "
+            f"(data.{name}=[low,high])."
+        )
+    return low, high
 
 
 def _choice(name: str, value, choices: tuple) -> None:
