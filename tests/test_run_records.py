@@ -197,6 +197,10 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("data.train_crop_scale=0.5", "data.train_crop_scale=0.5: give a range of two numbers"),
         ("data.scale_jitter=[512,256]", "data.scale_jitter=[512, 256]: give a range of two"),
         ("model.aux_weights=0.3", "model.aux_weights=0.3: give one loss weight per auxiliary"),
+        ("optim.momentum=-1", "optim: SGD refused its settings (Invalid momentum value: -1)"),
+        ("trainer.precision=17", "trainer: Precision 17 is invalid. Allowed precision values"),
+        ("seed=abc", "seed='abc': give a whole number"),
+        ("data.samples_per_class=0", "data.samples_per_class=0: give a whole number of images"),
         pytest.param(
             "trainer=gpu",
             "trainer.accelerator=gpu asks for a CUDA GPU, but PyTorch sees none",

@@ -158,12 +158,13 @@ def test_unknown_model_lists_choices_on_the_command_line(tmp_path, offline_env):
     assert "resnet9" in proc.stderr and "resnet18" in proc.stderr
 
 
-def test_wandb_run_is_finished_when_training_fails(cache_dir, tmp_path, offline_env):
+def test_wandb_run_is_finished_when_training_fails(cache_dir, tmp_path, offline_env, capsys):
     import wandb
 
     cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "optim.lr=-1"], out=tmp_path)
-    with pytest.raises(ValueError, match="Invalid learning rate"):
+    with pytest.raises(SystemExit):
         train(cfg)  # fails in configure_optimizers, after the W&B run has started
+    assert "optim: SGD refused its settings (Invalid learning rate: -1" in capsys.readouterr().err
     assert (tmp_path / "wandb").is_dir()
     assert wandb.run is None
 

@@ -43,6 +43,16 @@ def head_parameters(net: nn.Module) -> list[nn.Parameter]:
     return list(linear[-1].parameters())
 
 
+def _construct(group: str, factory: Callable, *args, **kwargs):
+    """``factory(*args, **kwargs)`` (a partial optimiser or scheduler of the config), with the
+    value it refuses (``Invalid momentum value: -1``) as a ConfigError naming the group."""
+    try:
+        return factory(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        name = getattr(getattr(factory, "func", factory), "__name__", str(factory))
+        raise ConfigError(f"{group}: {name} refused its settings ({e}); check {group}.*.") from None
+
+
 def _numbers(value) -> bool:
     """A list (or tuple) of plain numbers."""
     return isinstance(value, list | tuple) and all(
@@ -277,7 +287,9 @@ class ClassificationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         lr = {} if self.hparams.lr is None else {"lr": self.hparams.lr}
-        optimizer = self.optimizer_factory(self.parameter_groups(self._base_lr()), **lr)
+        optimizer = _construct(
+            "optim", self.optimizer_factory, self.parameter_groups(self._base_lr()), **lr
+        )
         config = dict(self.scheduler_config or {})
         warmup_epochs = config.pop("warmup_epochs", 0)
         start_factor = config.pop("warmup_start_factor", 1e-3)
@@ -287,7 +299,7 @@ class ClassificationModule(pl.LightningModule):
             warmup = LinearLR(optimizer, start_factor=start_factor, total_iters=steps)
             schedulers.append({"scheduler": warmup, "interval": "step"})
         if config.get("scheduler"):
-            config["scheduler"] = config["scheduler"](optimizer)
+            config["scheduler"] = _construct("scheduler", config["scheduler"], optimizer)
             schedulers.append(config)
         if not schedulers:
             return optimizer

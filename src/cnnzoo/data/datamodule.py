@@ -145,6 +145,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.shuffle_seed = shuffle_seed
         self.wnids = wnids
+        for name, value, least in (("val_from_train", val_from_train, 0),
+                                   ("samples_per_class", samples_per_class, 1)):  # fmt: skip
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ConfigError(
+                    f"data.{name}={value!r}: give a whole number of images per class, at least "
+                    f"{least}" + (" (or null: all of them)." if least else ".")
+                )
         self.val_from_train, self.samples_per_class = val_from_train, samples_per_class
         self.split_seed = split_seed
         self.eval_crop = eval_crop

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -85,7 +86,12 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to report a learning rate to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except InstantiationException as e:  # a value Lightning refuses: trainer.precision=17
+        if not isinstance(e.__cause__, ValueError):
+            raise
+        raise ConfigError(f"trainer: {e.__cause__}") from None
     if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator):
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm has no CPU "
@@ -203,6 +209,8 @@ def _train(cfg: DictConfig) -> float | None:
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
     check_accelerator(cfg.trainer)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r}: give a whole number (42 by default).")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
