@@ -597,7 +597,7 @@ class SampleDataModule(ImageFolderDataModule):
 def number_pair(name: str, value, kind: type) -> tuple:
     """``data.<name>`` as a (low, high) pair of ``kind`` (a range: [0.08, 1.0], [256, 512])."""
     try:
-        low, high = (kind(v) for v in value)
+        low, high = (kind(v) for v in value) if not isinstance(value, str) else (None, None)
     except (TypeError, ValueError):
         low = high = None
     if low is None or low > high:
