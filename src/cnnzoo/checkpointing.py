@@ -94,6 +94,15 @@ def _moved_paths(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 LAST = "last.ckpt"  # written after every epoch (callbacks.last_checkpoint) and on interruption
 
 
+def datamodule_state(checkpoint: dict) -> dict[str, Any]:
+    """What the run's DataModule saved in a checkpoint (Lightning keys it by the class name):
+    its ``global_batch_size`` and, from cnnzoo 0.2.1, its ``class_names``; {} if none."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and "global_batch_size" in value:
+            return value
+    return {}
+
+
 def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
     """``checkpoints/last.ckpt`` of this run (whether or not it exists yet)."""
     checkpoint = trainer.checkpoint_callback

@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnzoo.build import build_datamodule, build_module, upgrade_run_config
+from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
@@ -89,9 +91,18 @@ def checkpoint_path(cfg: DictConfig) -> Path | None:
     return path
 
 
-def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModule, Path | None]:
-    """The network in eval mode with the chosen weights; a checkpoint of another architecture
-    or class count is refused naming both."""
+@dataclass(frozen=True)
+class Trained:
+    """What ``load_module`` read from the checkpoint besides the weights."""
+
+    path: Path
+    epoch: int
+    class_names: list[str] | None  # by class index (checkpoints of cnnzoo >= 0.2.1)
+
+
+def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModule, Trained | None]:
+    """The network in eval mode with the chosen weights, and what its checkpoint says (None
+    without one); a checkpoint of another architecture or class count is refused naming both."""
     path = checkpoint_path(cfg)
     if path is not None:  # the checkpoint's weights replace any the model config names
         with open_dict(cfg):
@@ -108,9 +119,12 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
             )
         module.on_load_checkpoint(checkpoint)
         module.net.load_state_dict(net_state_dict(checkpoint, ema=ema, source=str(path)))
-    elif ema:
+        names = datamodule_state(checkpoint).get("class_names")
+        trained = Trained(path, int(checkpoint.get("epoch", 0)), list(names) if names else None)
+        return module.eval(), trained
+    if ema:
         raise ConfigError("eval.ema=true needs a checkpoint (run= or ckpt_path=).")
-    return module.eval(), path
+    return module.eval(), None
 
 
 def image_datamodule(cfg: DictConfig):
@@ -127,14 +141,12 @@ def image_datamodule(cfg: DictConfig):
     return datamodule
 
 
-def class_names(datamodule, checkpoint: Path | None) -> list[str]:
+def class_names(datamodule, trained: Trained | None) -> list[str]:
     """The names of the classes the network learned: those its checkpoint recorded (so a run
     folder copied away from its data still names its predictions), else the DataModule's
     (checkpoints of cnnzoo before 0.2.1, or no checkpoint)."""
-    if checkpoint is not None:
-        for value in read_torch_file(checkpoint, mmap=True).values():
-            if isinstance(value, dict) and value.get("class_names"):
-                return list(value["class_names"])
+    if trained is not None and trained.class_names:
+        return trained.class_names
     return datamodule.class_names()
 
 
@@ -180,7 +192,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     crop, split, ema = cfg.eval.crop, cfg.eval.split, cfg.eval.ema
     if crop not in CROPS:
         raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
-    module, path = load_module(cfg, ema=ema)
+    module, trained = load_module(cfg, ema=ema)
     datamodule = image_datamodule(cfg)
     datamodule.prepare_data()
     loader = datamodule.eval_loader(split, crop)
@@ -193,7 +205,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "model": cfg.model.name,
         "run": str(cfg.run) if cfg.get("run") else None,
-        "checkpoint": str(path) if path else None,
+        "checkpoint": str(trained.path) if trained else None,
         "weights": cfg.model.get("weights")
         or ("torchvision" if cfg.model.get("pretrained") else None),
         "ema": ema,
@@ -296,10 +308,10 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     reported on stderr and skipped."""
     cfg = run_config(cfg)
     files = image_files(cfg.images)
-    module, checkpoint = load_module(cfg, ema=cfg.predict.get("ema", False))
+    module, trained = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
     datamodule = image_datamodule(cfg)
-    names = class_names(datamodule, checkpoint)
+    names = class_names(datamodule, trained)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
     console = Console(soft_wrap=True)

@@ -31,6 +31,9 @@ def _holds_a_run(folder: Path) -> bool:
     return (folder / "checkpoints").is_dir() or (folder / "results.json").is_file()
 
 
+RESUMED = "resumed_"  # .hydra/resumed_<time>/: the config of one resume of the run
+
+
 def resume_args(run: Path, args: list[str]) -> list[str]:
     """The overrides that continue ``run`` in its own folder from its last checkpoint: the run's
     own overrides, then the ones given now (which win), then where to write."""
@@ -60,9 +63,6 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
         f"hydra.run.dir={run}",
         f"hydra.output_subdir=.hydra/{RESUMED}{stamp}",  # the run's own .hydra/ stays as it was
     ]
-
-
-RESUMED = "resumed_"  # .hydra/resumed_<time>/: the config of one resume of the run
 
 
 def forget_resume_config(run: Path) -> None:

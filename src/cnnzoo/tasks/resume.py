@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import read_torch_file
 
@@ -54,18 +55,10 @@ def read_resume(cfg: DictConfig) -> Resume | None:
         epoch=int(checkpoint.get("epoch", 0)),
         global_step=int(checkpoint.get("global_step", 0)),
         mid_epoch=mid_epoch,
-        global_batch_size=_recorded_batch_size(checkpoint),
+        global_batch_size=datamodule_state(checkpoint).get("global_batch_size"),
     )
     _check_batch_size(resume, cfg.data.batch_size)
     return resume
-
-
-def _recorded_batch_size(checkpoint: dict) -> int | None:
-    """The global batch the DataModule saved in the checkpoint (its ``state_dict``)."""
-    for value in checkpoint.values():
-        if isinstance(value, dict) and "global_batch_size" in value:
-            return int(value["global_batch_size"])
-    return None
 
 
 def _check_batch_size(resume: Resume, batch_size: int) -> None:

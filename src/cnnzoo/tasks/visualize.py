@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
-from cnnzoo.models.weights import read_torch_file
 from cnnzoo.tasks.evaluate import (
     class_names,
     device,
@@ -59,21 +58,20 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
     if cfg.what not in VIEWS:
         raise ConfigError(f"what={cfg.what!r}: choose one of {list(VIEWS)}.")
     cfg = run_config(cfg)
-    module, checkpoint = load_module(cfg, ema=cfg.visualize.get("ema", False))
+    module, trained = load_module(cfg, ema=cfg.visualize.get("ema", False))
     out = Path(cfg.run).expanduser() / "visualize"
     if cfg.what == "filters":
-        epoch = read_torch_file(checkpoint, mmap=True)["epoch"]
         out.mkdir(exist_ok=True)
-        paths = [draw_filters(module.net, cfg.model.name, epoch, out)]
+        paths = [draw_filters(module.net, cfg.model.name, trained.epoch, out)]
     else:
         datamodule = image_datamodule(cfg)  # the run's data: its sizes, views and class names
         out.mkdir(exist_ok=True)
         if cfg.what == "confusion":
             paths = draw_confusion(cfg, module, datamodule, out)
         elif cfg.what == "neighbours":
-            paths = [draw_neighbours(cfg, module, datamodule, checkpoint, out)]
+            paths = [draw_neighbours(cfg, module, datamodule, trained.path, out)]
         else:
-            names = class_names(datamodule, checkpoint)
+            names = class_names(datamodule, trained)
             paths = [draw_gradcam(cfg, module, names, datamodule, out)]
     for path in paths:
         print(f"wrote {path}")
