@@ -19,6 +19,7 @@ Prints the tables and writes them to ``--out`` (markdown), with the GPU and vers
 """
 
 import argparse
+import importlib.util
 import io
 import json
 import platform
@@ -120,53 +121,68 @@ def write_jpegs(root: Path, classes: int, train_per_class: int, val_per_class: i
     return total / (classes * (train_per_class + val_per_class)) / 1e3
 
 
-def throughput_rows(args, tmp: Path) -> tuple[list[dict], dict]:
-    rows = []
+def measure(label: str, model: str, data: str, overrides: list[str], out: Path) -> dict:
+    """One short run; its row (an error is a row too: one failing run must not hide the
+    others)."""
+    row = {"model": model, "input": data, "variant": label}
+    try:
+        results = train_run([f"model={model}", *overrides], out)
+        if not results.get("throughput"):
+            raise RuntimeError("no training step past the warm-up: raise --steps or the JPEGs")
+        row.update(results["throughput"], wall_s=results["check_wall_s"])
+    except Exception as e:
+        row["error"] = repr(e)[:200]
+    print(json.dumps(row), flush=True)
+    return row
 
-    def measure(label: str, model: str, data: str, overrides: list[str]) -> None:
-        out = tmp / f"run{len(rows)}"
-        try:
-            results = train_run([*COMMON, f"model={model}", *overrides], out)
-            perf = results["throughput"] or {}
-            row = {"model": model, "input": data, "variant": label, **perf,
-                   "wall_s": results["check_wall_s"]}  # fmt: skip
-        except Exception as e:  # one failing row must not hide the others
-            row = {"model": model, "input": data, "variant": label, "error": repr(e)[:200]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
 
-    batch = f"data.batch_size={args.batch_size}"
+def synthetic_rows(args, common: list[str], tmp: Path) -> list[dict]:
+    """Each model on one fixed random batch (what the GPU can do), and the first compiled."""
     synthetic = [
+        *common,
         "data=synthetic",
-        batch,
+        f"data.batch_size={args.batch_size}",
         f"data.steps_per_epoch={args.steps}",
         "data.val_steps=1",
         "trainer.max_epochs=1",
-        "callbacks.throughput.warmup_steps=10",
+        f"callbacks.throughput.warmup_steps={args.warmup}",
     ]
-    models = MODELS[:2] if args.quick else MODELS
-    for model in models:
-        measure("eager", model, "synthetic", synthetic)
-    measure("compiled", "resnet50", "synthetic", [*synthetic, "model.compile=true"])
+    rows = [measure("eager", m, "synthetic", synthetic, tmp / f"eager-{m}") for m in args.models]
+    if args.compile:
+        first = args.models[0]
+        compiled = [*synthetic, "model.compile=true"]
+        rows.append(measure("compiled", first, "synthetic", compiled, tmp / f"compiled-{first}"))
+    return rows
+
+
+def jpeg_rows(args, common: list[str], tmp: Path) -> list[dict]:
+    """ResNet-50 on generated ImageNet-sized JPEGs through the worker pipeline and DALI."""
     jpegs = tmp / "jpegs"
     started = time.perf_counter()
-    kb = write_jpegs(jpegs, 100, args.train_per_class, 2)
-    facts = {"jpeg_kb": kb, "jpegs": 100 * args.train_per_class,
+    kb = write_jpegs(jpegs, args.classes, args.train_per_class, 2)
+    facts = {"facts": "jpeg", "jpeg_kb": kb, "jpegs": args.classes * args.train_per_class,
              "jpeg_write_s": time.perf_counter() - started}  # fmt: skip
     print(json.dumps(facts), flush=True)
     folder = [
+        *common,
         "data=imagefolder",
         f"data.root={jpegs}",
-        "data.num_classes=100",
+        f"data.num_classes={args.classes}",
         "data.index_cache=null",
-        batch,
+        f"data.batch_size={args.batch_size}",
         "trainer.max_epochs=2",
         "trainer.limit_val_batches=1",
-        "callbacks.throughput.warmup_steps=5",
+        f"callbacks.throughput.warmup_steps={args.warmup}",
     ]
-    measure("workers (auto)", "resnet50", "JPEG", [*folder, "data.loader=workers"])
-    measure("dali (GPU)", "resnet50", "JPEG", [*folder, "data.loader=dali"])
-    return rows, facts
+    rows = [facts, measure("workers (auto)", "resnet50", "JPEG", [*folder, "data.loader=workers"],
+                           tmp / "workers")]  # fmt: skip
+    if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
+        dali = [*folder, "data.loader=dali"]
+        rows.append(measure("dali", "resnet50", "JPEG", dali, tmp / "dali"))
+    else:
+        rows.append({"model": "resnet50", "input": "JPEG", "variant": "dali",
+                     "error": "not run: NVIDIA DALI is not installed"})  # fmt: skip
+    return rows
 
 
 def cost_rows(rows: list[dict]) -> list[str]:
@@ -185,36 +201,57 @@ def cost_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
-def report(rows: list[dict], facts: dict, tests: str, args) -> str:
+def key(row: dict) -> tuple:
+    if "tests" in row or "facts" in row:
+        return (row.get("facts", "tests"),)
+    return row["model"], row["input"], row["variant"]
+
+
+def merged(rows: list[dict]) -> list[dict]:
+    """The rows of every stage run so far, the latest of each (model, input, variant)."""
+    latest = {}
+    for row in rows:
+        latest.pop(key(row), None)  # (a re-run row moves to the end)
+        latest[key(row)] = row
+    return list(latest.values())
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def report(rows: list[dict], common: list[str]) -> str:
     import pytorch_lightning as pl
 
     try:
         from nvidia.dali import __version__ as dali_version
     except ImportError:
         dali_version = "not installed"
+    tests = next((r["tests"] for r in rows if "tests" in r), "not run")
+    facts = next((r for r in rows if r.get("facts") == "jpeg"), {})
+    runs = [r for r in rows if "model" in r]
     lines = [
-        f"{time.strftime('%Y-%m-%d')}, {torch.cuda.get_device_name()}, torch {torch.__version__} "
+        f"{time.strftime('%Y-%m-%d')}, {device_name()}, torch {torch.__version__} "
         f"(CUDA {torch.version.cuda}), Lightning {pl.__version__}, DALI {dali_version}, "
         f"Python {platform.python_version()}; `python benchmarks/gpu_check.py`",
         "",
         f"GPU tests: {tests}",
         "",
-        f"Global batch {args.batch_size}, 16-mixed, channels_last. JPEG: "
-        f"{facts.get('jpegs', 0):,} generated 500x375 JPEGs (mean {facts.get('jpeg_kb', 0):.0f} "
-        "kB), 2 epochs from the page cache.",
+        f"Each run: {' '.join(common)}. JPEG: {facts.get('jpegs', 0):,} generated 500x375 JPEGs "
+        f"(mean {facts.get('jpeg_kb', 0):.0f} kB), 2 epochs from the page cache.",
         "",
         "| model | input | variant | images/s | ms/step | data wait | run wall s |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
+    for r in runs:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['input']} | {r['variant']} | failed: "
-                         f"{r['error']} | | | |")  # fmt: skip
+            lines.append(f"| {r['model']} | {r['input']} | {r['variant']} | {r['error']} | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['input']} | {r['variant']} | {r.get('images_per_s', 0):,.0f} "
-            f"| {r.get('step_ms', 0):.1f} | {100 * r.get('data_wait', 0):.0f}% | "
-            f"{r['wall_s']:.0f} |"
+            f"| {r['model']} | {r['input']} | {r['variant']} | {r['images_per_s']:,.0f} "
+            f"| {r['step_ms']:.1f} | {100 * r['data_wait']:.0f}% | {r['wall_s']:.0f} |"
         )
     lines += [
         "",
@@ -222,31 +259,71 @@ def report(rows: list[dict], facts: dict, tests: str, args) -> str:
         "",
         "| recipe | model | epochs | images/s | GPU-hours (1 GPU) | wall on 8 GPUs |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
-        *cost_rows(rows),
+        *cost_rows(runs),
     ]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def with_overrides(base: list[str], extra: list[str]) -> list[str]:
+    """``base`` with each of ``extra`` replacing the override of the same key."""
+    keys = {o.split("=")[0] for o in extra}
+    return [o for o in base if o.split("=")[0] not in keys] + extra
+
+
+STAGES = ("tests", "synthetic", "jpeg")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.md"))
+    parser.add_argument("--rows", type=Path, help="the runs' rows, kept across calls "
+                        "(default: --out with .jsonl; delete it to start over)")  # fmt: skip
+    parser.add_argument("--only", default=",".join(STAGES), help="stages: tests,synthetic,jpeg")
+    parser.add_argument("--models", default=",".join(MODELS), help="for the synthetic stage")
+    parser.add_argument("--quick", action="store_true", help="resnet50 and resnet18 only")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50, help="synthetic steps per run")
-    parser.add_argument("--train-per-class", type=int, default=64, help="JPEGs per class (x100)")
-    parser.add_argument("--skip-tests", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="resnet50 and resnet18 only")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("error: the GPU check needs a CUDA GPU (torch.cuda.is_available() is False).",
+    parser.add_argument("--warmup", type=int, default=10, help="first steps left out")
+    parser.add_argument("--classes", type=int, default=100, help="JPEG classes")
+    parser.add_argument("--train-per-class", type=int, default=64, help="JPEGs per class")
+    parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                        help="a Hydra override for every run (replaces its key's)")  # fmt: skip
+    args = parser.parse_args(argv)
+    stages = args.only.split(",")
+    if unknown := set(stages) - set(STAGES):
+        parser.error(f"unknown stage {sorted(unknown)}; the stages are {','.join(STAGES)}")
+    args.models = args.models.split(",")[: 2 if args.quick else None]
+    common = with_overrides(COMMON, args.set)
+    if not torch.cuda.is_available() and "trainer=gpu" in common:
+        print("error: the GPU check needs a CUDA GPU (torch.cuda.is_available() is False); "
+              "to try the script elsewhere, --set trainer=cpu --set trainer.precision=32",
               file=sys.stderr)  # fmt: skip
         return 1
-    tests = "not run (--skip-tests)" if args.skip_tests else gpu_tests()
+    rows_path = args.rows or args.out.with_suffix(".jsonl")
+    kept = rows_path.read_text().splitlines() if rows_path.exists() else []
+    rows = [json.loads(line) for line in kept]
+
+    def keep(new: list[dict]) -> None:
+        rows.extend(new)
+        with rows_path.open("a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in new)
+        args.out.write_text(report(merged(rows), common))
+
+    failed = []
+    if "tests" in stages:
+        summary = gpu_tests()
+        keep([{"tests": summary}])
+        failed += ["tests"] if "failed" in summary or "passed" not in summary else []
     with tempfile.TemporaryDirectory() as tmp:
-        rows, facts = throughput_rows(args, Path(tmp))
-    text = report(rows, facts, tests, args)
-    args.out.write_text(text)
-    print(text)
-    return 0 if "failed" not in tests and all("error" not in r for r in rows) else 1
+        for stage, rows_of in (("synthetic", synthetic_rows), ("jpeg", jpeg_rows)):
+            if stage in stages:
+                new = rows_of(args, common, Path(tmp))
+                keep(new)
+                failed += [f"{r['model']} {r['variant']}" for r in new if "error" in r]
+    print(args.out.read_text() if args.out.exists() else "", end="")
+    print(f"rows: {rows_path}; failed: {', '.join(failed) or 'none'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
