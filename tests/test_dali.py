@@ -138,6 +138,30 @@ def test_skip_leaves_bad_files_out_and_lists_them(tmp_path, cache_dir):
     assert dm.new_skipped() == []
 
 
+def test_the_next_batch_is_read_while_dali_works_on_one(cache_dir, monkeypatch):
+    """The files of batch k+1 go to the reading threads before batch k is handed to DALI, so
+    the training loop's thread does not wait for file reads (15-23 ms per batch of 256
+    ImageNet-sized JPEGs on a 2-core machine: a quarter of a ResNet-50 step on an H200)."""
+    loader = sample(cache_dir, loader="dali", batch_size=16).train_dataloader()
+    events = []
+    batches, give = loader.feed.batches, loader._give
+
+    def taken():
+        for i, batch in enumerate(batches()):
+            events.append(f"read {i}")
+            yield batch
+
+    def given(*args):
+        events.append(f"give {sum(e.startswith('give') for e in events)}")
+        return give(*args)
+
+    monkeypatch.setattr(loader.feed, "batches", taken)
+    monkeypatch.setattr(loader, "_give", given)
+    assert sum(len(labels) for _, labels in loader) == 80
+    assert events == ["read 0", "read 1", "give 0", "read 2", "give 1", "read 3", "give 2",
+                      "read 4", "give 3", "give 4"]  # fmt: skip
+
+
 def test_bad_settings_are_one_clear_error(cache_dir, monkeypatch):
     with pytest.raises(ConfigError, match="data.auto_augment='randaugment'.*data.loader=workers"):
         sample(cache_dir, loader="dali", auto_augment="randaugment")

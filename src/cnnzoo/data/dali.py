@@ -29,7 +29,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,12 +260,14 @@ class DaliLoader:
         batches = self.feed.batches()  # (sets the feed's position: a resume's skip)
         epoch, first, done = self.feed.epoch, self.feed.consumed, 0
         pending: deque[list[Encoded]] = deque()  # given to DALI, not yet handed out
+        ahead: deque[list[Encoded]] = deque()  # taken from the feed, being read, not yet given
         while True:
             seed = sample_seed(self.seed, epoch, -2 - self.rank) + first + done
-            source = itertools.chain(list(pending), batches)
+            source = itertools.chain(list(pending), list(ahead), batches)
             pending.clear()
+            ahead.clear()
             try:
-                for images, labels in self._run(source, pending, seed % (2**31)):
+                for images, labels in self._run(source, pending, ahead, seed % (2**31)):
                     pending.popleft()
                     done += 1
                     self.feed.consumed += 1
@@ -277,11 +279,12 @@ class DaliLoader:
                 self._handle_failure(e, list(itertools.chain.from_iterable(pending)))
                 # then a new pipeline goes on with the batches not handed out
 
-    def _run(self, batches: Iterator[list[Encoded]], pending: deque, seed: int):
-        """Run one pipeline over ``batches``; ``pending`` collects the batches given to it."""
+    def _run(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque, seed: int):
+        """Run one pipeline over ``batches``; ``pending`` collects the batches given to it,
+        ``ahead`` the one being read before it is given."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        pipe = self._pipeline(self._feed(batches, pending), seed)
+        pipe = self._pipeline(self._feed(batches, pending, ahead), seed)
         failed = False
         try:
             pipe.build()
@@ -302,21 +305,31 @@ class DaliLoader:
             if not failed:
                 pipe._shutdown()
 
-    def _feed(self, batches: Iterator[list[Encoded]], pending: deque) -> Iterator[tuple]:
-        """The encoded images and labels of each batch, read by a pool of threads; files that
-        cannot be read, or that DALI could not decode before, under the bad-file policy."""
+    def _feed(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque):
+        """The encoded images and labels of each batch, read by a pool of threads while DALI
+        works on the batch before (the training loop's thread only hands them over); files
+        that cannot be read, or that DALI could not decode before, under the bad-file policy."""
+        reading: deque[list[Future]] = deque()
         with ThreadPoolExecutor(self.num_threads) as pool:
             for batch in batches:
-                read = zip(batch, pool.map(self._read, batch), strict=True)
-                kept = [(item, data) for item, data in read if data is not None]
-                if not kept:
-                    raise DataError(
-                        f"all {len(batch)} images of a batch were unreadable (e.g. "
-                        f"{batch[0].name}); {self.remedy}"
-                    )
-                pending.append([item for item, _ in kept])
-                labels = [np.array([item.label], dtype=np.int64) for item, _ in kept]
-                yield [data for _, data in kept], labels
+                ahead.append(batch)
+                reading.append([pool.submit(self._read, item) for item in batch])
+                if len(ahead) > 1:
+                    yield self._give(ahead.popleft(), reading.popleft(), pending)
+            while ahead:
+                yield self._give(ahead.popleft(), reading.popleft(), pending)
+
+    def _give(self, batch: list[Encoded], reads: list[Future], pending: deque) -> tuple:
+        kept = [(item, data) for item, read in zip(batch, reads, strict=True)
+                if (data := read.result()) is not None]  # fmt: skip
+        if not kept:
+            raise DataError(
+                f"all {len(batch)} images of a batch were unreadable (e.g. "
+                f"{batch[0].name}); {self.remedy}"
+            )
+        pending.append([item for item, _ in kept])
+        labels = [np.array([item.label], dtype=np.int64) for item, _ in kept]
+        return [data for _, data in kept], labels
 
     def _read(self, item: Encoded) -> np.ndarray | None:
         """The image's bytes as DALI may take them; None for one left out (``skip``).
