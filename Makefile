@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format models clean bench gpu-check bench-index sweep report
+.PHONY: help install train test test-fast lint format models clean bench gpu-check gpu-kit bench-index sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-index: $(STAMP)  ## start-up and worker memory on a 1.28M-file ImageNet-sh
 
 gpu-check: $(STAMP)  ## on a CUDA GPU: the GPU tests, images/s (synthetic, JPEGs: workers, DALI), costs
 	$(BIN)/python benchmarks/gpu_check.py --out gpu_check.md $(ARGS)
+
+gpu-kit: $(STAMP)  ## pack .gpu/: what a GPU machine with PyTorch but no package index needs
+	$(BIN)/python benchmarks/gpu_kit.py pack $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(BIN)/ruff check .

@@ -1,25 +1,31 @@
 """The GPU check (``make gpu-check``): the GPU tests, then training images/s, on one CUDA GPU.
 
-    python benchmarks/gpu_check.py [--out gpu_check.md] [--skip-tests] [--quick]
+    python benchmarks/gpu_check.py [--out gpu_check.md] [--only STAGES] [--quick] [--set K=V]
 
-1. ``pytest tests/test_gpu.py tests/test_dali.py``: 16-mixed (grad-scaler resume) and bf16,
-   channels_last, compile + SyncBatchNorm under DDP on one GPU, the GPU defaults (uint8
-   batches normalised on the GPU, EMA), DALI decoding on the GPU.
-2. ImageNet-sized JPEGs written for the run (500x375, about ImageNet's mean file size; no
-   download), 100 classes.
-3. Training images/s through the real train task (Throughput callback, warm-up steps left
-   out), global batch 256, 16-mixed, channels_last, each model at its paper's input size:
-   every model on synthetic input (no input pipeline: what the GPU can do); ResNet-50 on the
-   JPEGs through the worker pipeline and through ``data.loader=dali``; ResNet-50 compiled.
-   "data wait" is the share of step time spent waiting for the next batch.
-4. A cost table derived from those figures: each paper recipe's GPU-hours on one GPU and wall
-   time on 8 (epochs x 1,281,167 images / images/s; 8 GPUs assumed to scale linearly).
+Its stages (``--only``, all by default), in this order:
 
-Prints the tables and writes them to ``--out`` (markdown), with the GPU and versions.
+- ``tests``: ``pytest tests/test_gpu.py tests/test_dali.py`` (``--tests-k`` picks some):
+  16-mixed (grad-scaler resume) and bf16, channels_last, compile + SyncBatchNorm under DDP on
+  one GPU, the GPU defaults (uint8 batches normalised on the GPU, EMA), DALI on the GPU.
+- ``synthetic``: training images/s of each model (``--models``) on one fixed random batch (no
+  input pipeline: what the GPU can do), through the real train task (Throughput callback,
+  warm-up steps left out), global batch 256, 16-mixed, channels_last, each model at its
+  paper's input size; ``compiled``: the first model with ``model.compile=true``.
+- ``workers`` and ``dali``: ResNet-50 on generated ImageNet-sized JPEGs (500x375, about
+  ImageNet's mean file size, 100 classes; no download; ``--jpegs DIR`` keeps them for the next
+  call) through the worker pipeline (``num_workers=auto``) and ``data.loader=dali``. "data
+  wait" is the share of step time spent waiting for the next batch.
+
+Each stage's rows are appended to ``--rows`` (default: ``--out`` with ``.jsonl``), so stages
+can run in separate calls (a lease with short calls, a kit carried in parts: see
+``gpu_kit.py``); ``--out`` (markdown) is written after each stage from all rows so far, the
+latest of each: the GPU, the versions, the images/s table and the cost table derived from it
+(each paper recipe's GPU-hours on one GPU and wall time on 8: epochs x 1,281,167 images /
+synthetic images/s, 8 GPUs assumed to scale linearly). A run that fails is a row saying why.
+Exits 1 if a test or a run failed.
 """
 
 import argparse
-import importlib.util
 import io
 import json
 import platform
@@ -29,6 +35,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -79,16 +86,19 @@ def train_run(overrides: list[str], out: Path) -> dict:
     return results
 
 
-def gpu_tests() -> str:
-    """Run the GPU and DALI tests; their pytest summary line."""
+def gpu_tests(selection: str) -> dict:
+    """Run the GPU and DALI tests (those ``-k selection`` picks); a row with pytest's summary."""
+    pick = ["-k", selection] if selection else []
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", *pick,
          "tests/test_gpu.py", "tests/test_dali.py"],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n", flush=True)
-    lines = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)]
-    return lines[-1].strip("= ") if lines else f"pytest exited {proc.returncode} (no summary)"
+    summary = r"\d+ (passed|failed|skipped|deselected|errors?)\b.* in [\d.]+s"
+    lines = [line for line in proc.stdout.splitlines() if re.search(summary, line)]
+    summary = lines[-1].strip("= ") if lines else f"pytest exited {proc.returncode} (no summary)"
+    return {"tests": summary, "k": selection, "failed": proc.returncode != 0}
 
 
 def _write_class(args: tuple[Path, int, int, int]) -> int:
@@ -136,9 +146,8 @@ def measure(label: str, model: str, data: str, overrides: list[str], out: Path) 
     return row
 
 
-def synthetic_rows(args, common: list[str], tmp: Path) -> list[dict]:
-    """Each model on one fixed random batch (what the GPU can do), and the first compiled."""
-    synthetic = [
+def synthetic_runs(args, common: list[str]) -> list[str]:
+    return [
         *common,
         "data=synthetic",
         f"data.batch_size={args.batch_size}",
@@ -147,42 +156,65 @@ def synthetic_rows(args, common: list[str], tmp: Path) -> list[dict]:
         "trainer.max_epochs=1",
         f"callbacks.throughput.warmup_steps={args.warmup}",
     ]
-    rows = [measure("eager", m, "synthetic", synthetic, tmp / f"eager-{m}") for m in args.models]
-    if args.compile:
-        first = args.models[0]
-        compiled = [*synthetic, "model.compile=true"]
-        rows.append(measure("compiled", first, "synthetic", compiled, tmp / f"compiled-{first}"))
-    return rows
 
 
-def jpeg_rows(args, common: list[str], tmp: Path) -> list[dict]:
-    """ResNet-50 on generated ImageNet-sized JPEGs through the worker pipeline and DALI."""
-    jpegs = tmp / "jpegs"
+def synthetic_rows(args, common: list[str], tmp: Path) -> list[dict]:
+    """Each model on one fixed random batch: what the GPU can do without an input pipeline."""
+    runs = synthetic_runs(args, common)
+    return [measure("eager", m, "synthetic", runs, tmp / f"eager-{m}") for m in args.models]
+
+
+def compiled_rows(args, common: list[str], tmp: Path) -> list[dict]:
+    """The first model compiled (``model.compile=true``), on the same synthetic batch."""
+    runs = [*synthetic_runs(args, common), "model.compile=true"]
+    return [measure("compiled", args.models[0], "synthetic", runs, tmp / "compiled")]
+
+
+def jpeg_tree(args, tmp: Path) -> tuple[Path, dict]:
+    """The generated JPEGs (in ``--jpegs``, reused while complete) and their facts."""
+    root = args.jpegs or tmp / "jpegs"
+    done = root / "facts.json"  # written once the tree is complete
+    facts = {"facts": "jpeg", "classes": args.classes, "jpegs": args.classes * args.train_per_class}
+    if done.exists() and (written := json.loads(done.read_text())).items() >= facts.items():
+        return root, written
     started = time.perf_counter()
-    kb = write_jpegs(jpegs, args.classes, args.train_per_class, 2)
-    facts = {"facts": "jpeg", "jpeg_kb": kb, "jpegs": args.classes * args.train_per_class,
-             "jpeg_write_s": time.perf_counter() - started}  # fmt: skip
+    facts["jpeg_kb"] = write_jpegs(root, args.classes, args.train_per_class, 2)
+    facts["jpeg_write_s"] = time.perf_counter() - started
+    done.write_text(json.dumps(facts))
     print(json.dumps(facts), flush=True)
-    folder = [
-        *common,
-        "data=imagefolder",
-        f"data.root={jpegs}",
-        f"data.num_classes={args.classes}",
-        "data.index_cache=null",
-        f"data.batch_size={args.batch_size}",
-        "trainer.max_epochs=2",
-        "trainer.limit_val_batches=1",
-        f"callbacks.throughput.warmup_steps={args.warmup}",
-    ]
-    rows = [facts, measure("workers (auto)", "resnet50", "JPEG", [*folder, "data.loader=workers"],
-                           tmp / "workers")]  # fmt: skip
-    if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
-        dali = [*folder, "data.loader=dali"]
-        rows.append(measure("dali", "resnet50", "JPEG", dali, tmp / "dali"))
-    else:
-        rows.append({"model": "resnet50", "input": "JPEG", "variant": "dali",
-                     "error": "not run: NVIDIA DALI is not installed"})  # fmt: skip
+    return root, facts
+
+
+def jpeg_rows(loader: str, label: str):
+    def rows(args, common: list[str], tmp: Path) -> list[dict]:
+        """ResNet-50 on generated ImageNet-sized JPEGs through one input pipeline."""
+        if loader == "dali" and not (find_spec("nvidia") and find_spec("nvidia.dali")):
+            return [{"model": "resnet50", "input": "JPEG", "variant": label,
+                     "error": "not run: NVIDIA DALI is not installed"}]  # fmt: skip
+        root, facts = jpeg_tree(args, tmp)
+        runs = [
+            *common,
+            "data=imagefolder",
+            f"data.root={root}",
+            f"data.num_classes={args.classes}",
+            "data.index_cache=null",
+            f"data.batch_size={args.batch_size}",
+            "trainer.max_epochs=2",
+            "trainer.limit_val_batches=1",
+            f"callbacks.throughput.warmup_steps={args.warmup}",
+            f"data.loader={loader}",
+        ]
+        return [facts, measure(label, "resnet50", "JPEG", runs, tmp / loader)]
+
     return rows
+
+
+STAGES = {
+    "synthetic": synthetic_rows,
+    "compiled": compiled_rows,
+    "workers": jpeg_rows("workers", "workers (auto)"),
+    "dali": jpeg_rows("dali", "dali"),
+}
 
 
 def cost_rows(rows: list[dict]) -> list[str]:
@@ -202,8 +234,10 @@ def cost_rows(rows: list[dict]) -> list[str]:
 
 
 def key(row: dict) -> tuple:
-    if "tests" in row or "facts" in row:
-        return (row.get("facts", "tests"),)
+    if "tests" in row:
+        return "tests", row["k"]
+    if "facts" in row:
+        return ("facts",)
     return row["model"], row["input"], row["variant"]
 
 
@@ -229,7 +263,7 @@ def report(rows: list[dict], common: list[str]) -> str:
         from nvidia.dali import __version__ as dali_version
     except ImportError:
         dali_version = "not installed"
-    tests = next((r["tests"] for r in rows if "tests" in r), "not run")
+    tests = [f"{r['tests']}" + (f" (-k {r['k']})" if r["k"] else "") for r in rows if "tests" in r]
     facts = next((r for r in rows if r.get("facts") == "jpeg"), {})
     runs = [r for r in rows if "model" in r]
     lines = [
@@ -237,7 +271,7 @@ def report(rows: list[dict], common: list[str]) -> str:
         f"(CUDA {torch.version.cuda}), Lightning {pl.__version__}, DALI {dali_version}, "
         f"Python {platform.python_version()}; `python benchmarks/gpu_check.py`",
         "",
-        f"GPU tests: {tests}",
+        f"GPU tests: {'; '.join(tests) or 'not run'}",
         "",
         f"Each run: {' '.join(common)}. JPEG: {facts.get('jpegs', 0):,} generated 500x375 JPEGs "
         f"(mean {facts.get('jpeg_kb', 0):.0f} kB), 2 epochs from the page cache.",
@@ -270,29 +304,28 @@ def with_overrides(base: list[str], extra: list[str]) -> list[str]:
     return [o for o in base if o.split("=")[0] not in keys] + extra
 
 
-STAGES = ("tests", "synthetic", "jpeg")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check.md"))
     parser.add_argument("--rows", type=Path, help="the runs' rows, kept across calls "
                         "(default: --out with .jsonl; delete it to start over)")  # fmt: skip
-    parser.add_argument("--only", default=",".join(STAGES), help="stages: tests,synthetic,jpeg")
+    every = ",".join(["tests", *STAGES])
+    parser.add_argument("--only", default=every, help=f"stages, of {every}")
+    parser.add_argument("--tests-k", default="", help="the tests stage: pytest -k EXPRESSION")
     parser.add_argument("--models", default=",".join(MODELS), help="for the synthetic stage")
     parser.add_argument("--quick", action="store_true", help="resnet50 and resnet18 only")
-    parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50, help="synthetic steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out")
+    parser.add_argument("--jpegs", type=Path, help="where the JPEGs go (reused while complete)")
     parser.add_argument("--classes", type=int, default=100, help="JPEG classes")
     parser.add_argument("--train-per-class", type=int, default=64, help="JPEGs per class")
     parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
                         help="a Hydra override for every run (replaces its key's)")  # fmt: skip
     args = parser.parse_args(argv)
     stages = args.only.split(",")
-    if unknown := set(stages) - set(STAGES):
-        parser.error(f"unknown stage {sorted(unknown)}; the stages are {','.join(STAGES)}")
+    if unknown := set(stages) - {"tests", *STAGES}:
+        parser.error(f"unknown stage {sorted(unknown)}; the stages are {every}")
     args.models = args.models.split(",")[: 2 if args.quick else None]
     common = with_overrides(COMMON, args.set)
     if not torch.cuda.is_available() and "trainer=gpu" in common:
@@ -312,16 +345,15 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = []
     if "tests" in stages:
-        summary = gpu_tests()
-        keep([{"tests": summary}])
-        failed += ["tests"] if "failed" in summary or "passed" not in summary else []
+        keep([tests := gpu_tests(args.tests_k)])
+        failed += ["tests"] if tests["failed"] else []
     with tempfile.TemporaryDirectory() as tmp:
-        for stage, rows_of in (("synthetic", synthetic_rows), ("jpeg", jpeg_rows)):
+        for stage, rows_of in STAGES.items():
             if stage in stages:
                 new = rows_of(args, common, Path(tmp))
                 keep(new)
                 failed += [f"{r['model']} {r['variant']}" for r in new if "error" in r]
-    print(args.out.read_text() if args.out.exists() else "", end="")
+    print(args.out.read_text(), end="")
     print(f"rows: {rows_path}; failed: {', '.join(failed) or 'none'}")
     return 1 if failed else 0
 

@@ -3,9 +3,15 @@ its bugs. Its stages run in separate calls (as over a GPU lease, between transfe
 report gathers them; a failing run is a row, not the end of the check."""
 
 import importlib.util
+import io
 import json
+import os
 import re
 import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import ROOT
@@ -33,17 +39,24 @@ def table_row(report: str, *cells: str) -> list[str]:
 def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     out = tmp_path / "check.md"
     small = ["--out", str(out), "--batch-size", "4", "--warmup", "1", *CPU]
-    synthetic = ["--only", "synthetic", "--models", "resnet50", "--no-compile", "--steps", "3"]
+    synthetic = ["--only", "synthetic", "--models", "resnet50", "--steps", "3"]
     assert gpu_check.main([*small, *synthetic]) == 0
-    jpeg = ["--only", "jpeg", "--classes", "3", "--train-per-class", "6"]
+    jpegs = ["--classes", "3", "--train-per-class", "6", "--jpegs", str(tmp_path / "jpegs")]
+    assert gpu_check.main([*small, *jpegs, "--only", "workers"]) == 0
+    written = (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns
     dali = importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali")
-    assert gpu_check.main([*small, *jpeg]) == (0 if dali else 1)
+    assert gpu_check.main([*small, *jpegs, "--only", "dali"]) == (0 if dali else 1)
+    assert (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns == written  # (reused)
 
+    assert gpu_check.main([*small, "--only", "tests", "--tests-k", "bf16"]) == 0
     report = out.read_text()
+    gpu = gpu_check.torch.cuda.is_available()
+    assert re.search(rf"GPU tests: 1 {'passed' if gpu else 'skipped'}, \d+ deselected in .* "
+                     r"\(-k bf16\)\n", report)  # fmt: skip
     assert "Each run: logger=none " in report and "trainer=cpu" in report
     rows = [json.loads(line) for line in (tmp_path / "check.jsonl").read_text().splitlines()]
-    assert [row.get("variant", row.get("facts")) for row in rows] == [
-        "eager", "jpeg", "workers (auto)", "dali"]  # fmt: skip
+    assert [row.get("variant", row.get("facts", "tests")) for row in rows] == [
+        "eager", "jpeg", "workers (auto)", "jpeg", "dali", "tests"]  # fmt: skip
     speed = rows[0]["images_per_s"]
     eager = table_row(report, "resnet50", "synthetic", "eager")
     assert eager[3] == f"{speed:,.0f}" and float(eager[4]) == round(rows[0]["step_ms"], 1) > 0
@@ -63,7 +76,7 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
 
 def test_a_failing_run_is_a_row_and_the_check_fails(gpu_check, tmp_path, capsys):
     out = tmp_path / "check.md"
-    args = ["--out", str(out), "--only", "synthetic", "--no-compile", "--steps", "1", "--warmup",
+    args = ["--out", str(out), "--only", "synthetic", "--steps", "1", "--warmup",
             "5", "--batch-size", "2", *CPU]  # fmt: skip
     assert gpu_check.main([*args, "--models", "resnet18,nosuchnet"]) == 1
     report = out.read_text()
@@ -80,4 +93,75 @@ def test_without_a_gpu_it_says_how_to_try_it(gpu_check, tmp_path, capsys):
     assert "--set trainer=cpu" in capsys.readouterr().err
     assert not (tmp_path / "check.md").exists()
     with pytest.raises(SystemExit):
-        gpu_check.main(["--only", "tests,benchmark"])
+        gpu_check.main(["--only", "tests,jpeg"])
+
+
+@pytest.fixture(scope="module")
+def gpu_kit():
+    spec = importlib.util.spec_from_file_location("gpu_kit", ROOT / "benchmarks" / "gpu_kit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def probe_wheel(folder: Path) -> None:
+    """A minimal pure-Python wheel (pip installs it with no index)."""
+    info = "kit_probe-1.0.dist-info"
+    with zipfile.ZipFile(folder / "kit_probe-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("kit_probe.py", "VALUE = 7\n")
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: kit-probe\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")  # fmt: skip
+        z.writestr(f"{info}/RECORD", "")
+
+
+def test_the_kit_installs_its_wheels_and_dali_once_every_part_is_there(gpu_kit, tmp_path, capsys):
+    kit, site, tree = tmp_path / "kit", tmp_path / "site", tmp_path / "tree"
+    (kit / "wheels").mkdir(parents=True)
+    probe_wheel(kit / "wheels")
+    (tree / "nvidia" / "dali").mkdir(parents=True)
+    (tree / "nvidia" / "dali" / "__init__.py").write_bytes(os.urandom(3000).hex().encode())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+        archive.add(tree, arcname=".")
+    record = gpu_kit.write_parts(buffer.getvalue(), kit, part_mb=2000 / 2**20)
+    assert len(record["parts"]) >= 2
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (kit / "kit.json").write_text(json.dumps({"python": python, **record}))
+    args = SimpleNamespace(dir=kit, site=site)
+
+    second = kit / record["parts"][1]["name"]
+    carried = second.read_bytes()
+    second.unlink()  # not carried yet: the wheels install, DALI waits
+    assert gpu_kit.install(args) == 0
+    out = capsys.readouterr().out
+    assert f"parts missing here: {second.name}" in out and "NVIDIA DALI: not installed" in out
+    assert (site / "kit_probe.py").read_text() == "VALUE = 7\n"
+    assert not (site / "nvidia").exists()
+
+    second.write_bytes(carried[:-1] + b"x")  # damaged on the way
+    with pytest.raises(SystemExit, match=f"{second.name} is damaged"):
+        gpu_kit.install(args)
+    assert not (site / "nvidia").exists()
+
+    second.write_bytes(carried)
+    assert gpu_kit.install(args) == 0
+    assert "NVIDIA DALI: installed" in capsys.readouterr().out
+    assert (site / "nvidia/dali/__init__.py").read_bytes() == (
+        tree / "nvidia/dali/__init__.py").read_bytes()  # fmt: skip
+
+    (kit / "kit.json").write_text(json.dumps({"python": "3.99", **record}))
+    with pytest.raises(SystemExit, match="packed for Python 3.99.*--python " + python):
+        gpu_kit.install(args)
+
+
+def test_the_kit_leaves_out_what_its_python_never_loads(gpu_kit, tmp_path):
+    root = tmp_path / "site"
+    (root / "pkg" / "include").mkdir(parents=True)
+    (root / "pkg" / "include" / "api.h").write_text("")
+    for name in ["m.cpython-312-x86_64-linux-gnu.so", "m.cpython-313-x86_64-linux-gnu.so",
+                 "m.cpython-313t-x86_64-linux-gnu.so", "libplain.so.1", "m.py"]:  # fmt: skip
+        (root / "pkg" / name).write_text("not an ELF file")  # (strip leaves it as it is)
+    gpu_kit.strip_tree(root, "3.12")
+    assert sorted(p.name for p in (root / "pkg").iterdir()) == [
+        "libplain.so.1", "m.cpython-312-x86_64-linux-gnu.so", "m.py"]  # fmt: skip
