@@ -144,6 +144,9 @@ def pack(args) -> int:
 
 def install(args) -> int:
     kit, site = args.dir, args.site
+    if not (kit / KIT).is_file():
+        sys.exit(f"error: no {kit / KIT}: pack the kit where pip works (make gpu-kit) and bring "
+                 f"its folder here, or give --dir.")  # fmt: skip
     record = json.loads((kit / KIT).read_text())
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     if record["python"] != python:

@@ -150,6 +150,10 @@ def test_the_kit_installs_its_wheels_and_dali_once_every_part_is_there(gpu_kit, 
     assert (site / "nvidia/dali/__init__.py").read_bytes() == (
         tree / "nvidia/dali/__init__.py").read_bytes()  # fmt: skip
 
+    with pytest.raises(SystemExit, match="pack the kit where pip works"):
+        gpu_kit.install(SimpleNamespace(dir=tmp_path / "elsewhere", site=site))
+    with pytest.raises(SystemExit, match="is not empty"):
+        gpu_kit.pack(SimpleNamespace(dir=kit))  # (nothing downloaded, nothing overwritten)
     (kit / "kit.json").write_text(json.dumps({"python": "3.99", **record}))
     with pytest.raises(SystemExit, match="packed for Python 3.99.*--python " + python):
         gpu_kit.install(args)
