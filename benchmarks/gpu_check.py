@@ -298,6 +298,17 @@ def report(rows: list[dict], common: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows kept so far; a line cut short (a call killed while writing) is left out."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        try:
+            rows.extend([json.loads(line)] if line.strip() else [])
+        except json.JSONDecodeError:
+            print(f"warning: {path}:{number} is not a whole row; left out", file=sys.stderr)
+    return rows
+
+
 def with_overrides(base: list[str], extra: list[str]) -> list[str]:
     """``base`` with each of ``extra`` replacing the override of the same key."""
     keys = {o.split("=")[0] for o in extra}
@@ -334,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     rows_path = args.rows or args.out.with_suffix(".jsonl")
-    kept = rows_path.read_text().splitlines() if rows_path.exists() else []
-    rows = [json.loads(line) for line in kept]
+    rows = read_rows(rows_path)
 
     def keep(new: list[dict]) -> None:
         rows.extend(new)
+        before = rows_path.read_bytes() if rows_path.exists() else b""
+        cut = before[-1:] not in (b"", b"\n")  # a killed call's last line
         with rows_path.open("a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in new)
+            f.writelines(["\n"] * cut + [json.dumps(row) + "\n" for row in new])
         args.out.write_text(report(merged(rows), common))
 
     failed = []

@@ -78,12 +78,17 @@ def test_a_failing_run_is_a_row_and_the_check_fails(gpu_check, tmp_path, capsys)
     out = tmp_path / "check.md"
     args = ["--out", str(out), "--only", "synthetic", "--steps", "1", "--warmup",
             "5", "--batch-size", "2", *CPU]  # fmt: skip
+    (tmp_path / "check.jsonl").write_text('{"model": "resnet18", "inp')  # a killed call's
     assert gpu_check.main([*args, "--models", "resnet18,nosuchnet"]) == 1
     report = out.read_text()
     assert re.search(r"\| resnet18 \| synthetic \| eager \| RuntimeError\('no training step past "
                      "the warm-up", report)  # fmt: skip
     assert "| nosuchnet | synthetic | eager | " in report
-    assert "failed: resnet18 eager, nosuchnet eager" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "failed: resnet18 eager, nosuchnet eager" in captured.out
+    assert "check.jsonl:1 is not a whole row; left out" in captured.err
+    assert [row["model"] for row in gpu_check.read_rows(tmp_path / "check.jsonl")] == [
+        "resnet18", "nosuchnet"]  # fmt: skip
 
 
 def test_without_a_gpu_it_says_how_to_try_it(gpu_check, tmp_path, capsys):
