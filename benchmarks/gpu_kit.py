@@ -11,7 +11,7 @@ puts it into a ``--target`` folder for ``PYTHONPATH``::
 
 ``.gpu/wheels`` holds the small wheels (Hydra, OmegaConf and its ANTLR runtime, WebDataset,
 DALI's Python dependencies), at the versions this ``.venv`` has. NVIDIA DALI with nvImageCodec
-and nvJPEG (~250 MB of wheels) is repacked for that one Python version (other versions'
+and nvJPEG (~230 MB of wheels) is repacked for that one Python version (other versions'
 extension modules, headers and symbol tables left out) into one ``xz`` archive split into
 parts of ``--part-mb``, so that a transfer with a size limit can carry it over several trips;
 ``install`` unpacks it once every part is there and the whole matches its checksum, and says
