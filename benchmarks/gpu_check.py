@@ -26,6 +26,7 @@ Exits 1 if a test or a run failed.
 """
 
 import argparse
+import functools
 import io
 import json
 import platform
@@ -217,14 +218,22 @@ STAGES = {
 }
 
 
+@functools.cache
+def recipe_plans() -> list[tuple[str, str, int]]:
+    """(recipe, model, epochs) of each paper recipe, from its experiment config."""
+    plans = []
+    for recipe in RECIPES:
+        cfg = compose_cfg([f"experiment={recipe}"])
+        plans.append((recipe, cfg.model.name, int(cfg.trainer.max_epochs)))
+    return plans
+
+
 def cost_rows(rows: list[dict]) -> list[str]:
     """Each recipe's GPU-hours from the synthetic images/s of its model."""
     eager = [r for r in rows if (r["input"], r["variant"]) == ("synthetic", "eager")]
     speed = {r["model"]: r["images_per_s"] for r in eager if "images_per_s" in r}
     lines = []
-    for recipe in RECIPES:
-        cfg = compose_cfg([f"experiment={recipe}"])
-        model, epochs = cfg.model.name, int(cfg.trainer.max_epochs)
+    for recipe, model, epochs in recipe_plans():
         if model not in speed:
             continue
         hours = epochs * IMAGENET_TRAIN / speed[model] / 3600
@@ -346,13 +355,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows_path = args.rows or args.out.with_suffix(".jsonl")
     rows = read_rows(rows_path)
+    # a killed call's last line, cut short: the next row starts on a line of its own
+    cut = rows_path.exists() and rows_path.read_bytes()[-1:] not in (b"", b"\n")
 
     def keep(new: list[dict]) -> None:
+        nonlocal cut
         rows.extend(new)
-        before = rows_path.read_bytes() if rows_path.exists() else b""
-        cut = before[-1:] not in (b"", b"\n")  # a killed call's last line
         with rows_path.open("a") as f:
             f.writelines(["\n"] * cut + [json.dumps(row) + "\n" for row in new])
+        cut = False
         args.out.write_text(report(merged(rows), common))
 
     failed = []

@@ -170,16 +170,15 @@ def install_dali(record: dict, kit: Path, site: Path) -> bool:
     if missing:
         print(f"DALI: parts missing here: {' '.join(missing)} (carry them, then install again)")
         return False
-    digest = hashlib.sha256()
+    chunks = []
     for part in record["parts"]:
-        data = (kit / part["name"]).read_bytes()
+        chunks.append(data := (kit / part["name"]).read_bytes())
         if sha256(data) != part["sha256"]:
             sys.exit(f"error: {kit / part['name']} is damaged (checksum differs); carry it again.")
-        digest.update(data)
-    if digest.hexdigest() != record["archive_sha256"]:
+    joined = b"".join(chunks)
+    if sha256(joined) != record["archive_sha256"]:
         sys.exit(f"error: the DALI parts in {kit} are not one archive; pack and carry them again.")
-    joined = io.BytesIO(b"".join((kit / p["name"]).read_bytes() for p in record["parts"]))
-    with tarfile.open(fileobj=joined, mode="r:xz") as archive:
+    with tarfile.open(fileobj=io.BytesIO(joined), mode="r:xz") as archive:
         archive.extractall(site, filter="tar")
     return True
 

@@ -112,7 +112,7 @@ class CIFARDataModule(ImageFolderDataModule):
                 raise self._missing(e) from None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if self.is_set_up():
             return
         train_base, test_base = self._open(train=True), self._open(train=False)
         train_idx, held_idx = np.arange(len(train_base)), None

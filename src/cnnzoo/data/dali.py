@@ -260,10 +260,10 @@ class DaliLoader:
         batches = self.feed.batches()  # (sets the feed's position: a resume's skip)
         epoch, first, done = self.feed.epoch, self.feed.consumed, 0
         pending: deque[list[Encoded]] = deque()  # given to DALI, not yet handed out
-        ahead: deque[list[Encoded]] = deque()  # taken from the feed, being read, not yet given
+        ahead: deque[tuple[list[Encoded], list[Future]]] = deque()  # being read, not yet given
         while True:
             seed = sample_seed(self.seed, epoch, -2 - self.rank) + first + done
-            source = itertools.chain(list(pending), list(ahead), batches)
+            source = itertools.chain(list(pending), [batch for batch, _ in ahead], batches)
             pending.clear()
             ahead.clear()
             try:
@@ -281,7 +281,7 @@ class DaliLoader:
 
     def _run(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque, seed: int):
         """Run one pipeline over ``batches``; ``pending`` collects the batches given to it,
-        ``ahead`` the one being read before it is given."""
+        ``ahead`` the one being read before it is given (with its reads)."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         pipe = self._pipeline(self._feed(batches, pending, ahead), seed)
@@ -309,15 +309,13 @@ class DaliLoader:
         """The encoded images and labels of each batch, read by a pool of threads while DALI
         works on the batch before (the training loop's thread only hands them over); files
         that cannot be read, or that DALI could not decode before, under the bad-file policy."""
-        reading: deque[list[Future]] = deque()
         with ThreadPoolExecutor(self.num_threads) as pool:
             for batch in batches:
-                ahead.append(batch)
-                reading.append([pool.submit(self._read, item) for item in batch])
+                ahead.append((batch, [pool.submit(self._read, item) for item in batch]))
                 if len(ahead) > 1:
-                    yield self._give(ahead.popleft(), reading.popleft(), pending)
+                    yield self._give(*ahead.popleft(), pending)
             while ahead:
-                yield self._give(ahead.popleft(), reading.popleft(), pending)
+                yield self._give(*ahead.popleft(), pending)
 
     def _give(self, batch: list[Encoded], reads: list[Future], pending: deque) -> tuple:
         kept = [(item, data) for item, read in zip(batch, reads, strict=True)

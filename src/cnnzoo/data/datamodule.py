@@ -211,10 +211,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self._check_classes(indexes["train"], indexes["val"])
         return indexes["train"], indexes["val"]
 
+    def is_set_up(self) -> bool:
+        """Whether ``setup`` has chosen the splits' images (its later calls reuse them)."""
+        return bool(self.datasets)
+
     def setup(self, stage: str | None = None) -> None:
         """Check the tree, choose the classes and images of each split (once; later calls reuse
         them), and build the transforms for the device the trainer runs on."""
-        if self.datasets:
+        if self.is_set_up():
             return
         train, official_val = self.checked_indexes()
         classes = self._chosen_classes(train.classes)
@@ -550,7 +554,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Kept in checkpoints: the global batch the position in an epoch is counted in, and
         the class names by index (what predict.py shows, also away from the data)."""
         state: dict[str, Any] = {"global_batch_size": self.batch_size}
-        if self.datasets or getattr(self, "meta", None):  # set up (folders, CIFAR; shards)
+        if self.is_set_up():
             state["class_names"] = self.class_names()
         return state
 

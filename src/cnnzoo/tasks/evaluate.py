@@ -30,7 +30,7 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
-from cnnzoo.tasks.folders import release_unused_claims
+from cnnzoo.tasks.folders import release_unused_claims, run_checkpoint
 from cnnzoo.tasks.launch import job_overrides
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ def checkpoint_path(cfg: DictConfig) -> Path | None:
     elif cfg.get("run"):
         choice = cfg.get("ckpt", "best")
         run = Path(cfg.run).expanduser()
-        path = (
-            run / "checkpoints" / f"{choice}.ckpt" if choice in ("best", "last") else Path(choice)
-        )
+        path = run_checkpoint(run, choice) if choice in ("best", "last") else Path(choice)
     else:
         return None
     if not path.is_file():

@@ -14,6 +14,11 @@ from cnnzoo.errors import ConfigError
 _claimed: dict[str, str] = {}
 
 
+def run_checkpoint(run: Path, name: str = "last") -> Path:
+    """A run folder's ``checkpoints/<name>.ckpt`` (``best`` or ``last``: conf/callbacks)."""
+    return Path(run) / "checkpoints" / f"{name}.ckpt"
+
+
 def unique_sweep_dir(path: str) -> str:
     """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
     starts: the jobs that the submitit launcher submits compose the sweep's config again in

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError, UserError
-from cnnzoo.tasks.folders import is_first_rank, own_folder
+from cnnzoo.tasks.folders import is_first_rank, own_folder, run_checkpoint
 from cnnzoo.tasks.resolvers import register_resolvers
 
 
@@ -43,7 +43,7 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
             f"resume={run}: not a cnnzoo run folder (no {overrides_file}). Give the folder "
             "printed at the end of a run, e.g. resume=outputs/train/2026-01-01_12-00-00_resnet18."
         )
-    last = run / "checkpoints" / "last.ckpt"
+    last = run_checkpoint(run)
     if not last.is_file():
         raise ConfigError(
             f"resume={run}: the run has no checkpoint to continue from ({last} is missing); "

@@ -29,7 +29,7 @@ from cnnzoo.build import (
 from cnnzoo.callbacks import Throughput
 from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import slurm_job_id
-from cnnzoo.checkpointing import LAST, last_checkpoint_path
+from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
@@ -41,6 +41,7 @@ from cnnzoo.tasks.folders import (
     own_folder,
     release_folder,
     release_unused_claims,
+    run_checkpoint,
 )
 from cnnzoo.tasks.launch import (
     LauncherEnvironment,
@@ -285,7 +286,7 @@ def _continue_requeued_sweep_job(cfg: DictConfig, out: Path) -> None:
     """A sweep job that SLURM runs again after requeueing it (the submitit launcher re-runs the
     job in its own folder, without ``resume=``) continues from that folder's last checkpoint,
     through the same checks and record keeping as ``resume=`` (``ckpt_path`` set here)."""
-    last = out / "checkpoints" / LAST
+    last = run_checkpoint(out)
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if cfg.get("ckpt_path") is None and restarts and in_sweep() and last.is_file():
         log.info("requeued SLURM job (restart %d): resuming from %s", restarts, last)

@@ -45,8 +45,11 @@ class ShardDataModule(ImageFolderDataModule):
     def prepare_data(self) -> None:
         pass  # nothing to index: the metadata lists every shard
 
+    def is_set_up(self) -> bool:
+        return self.meta is not None
+
     def setup(self, stage: str | None = None) -> None:
-        if self.meta is not None:
+        if self.is_set_up():
             return
         meta = load_meta(self.root, self.root_setting)
         classes = tuple(meta["classes"])
