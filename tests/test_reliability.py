@@ -264,6 +264,23 @@ def test_an_existing_run_is_never_written_over(cache_dir, tmp_path, offline_env)
 
 
 @pytest.mark.slow
+def test_paths_output_dir_cannot_send_a_run_into_another_folder(cache_dir, tmp_path, offline_env):
+    """paths.output_dir follows Hydra's folder; set by hand it used to put checkpoints and
+    results.json beside no .hydra/, and a second run with the same value wrote over the first's."""
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "results.json").write_text('{"status": "finished"}\n')
+    proc = run_train(
+        [*tiny_overrides(cache_dir, tmp_path), f"paths.output_dir={old}"], offline_env, cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert f"paths.output_dir={old}: this setting follows the run's folder" in proc.stderr
+    assert "hydra.run.dir=..." in proc.stderr
+    assert sorted(p.name for p in old.iterdir()) == ["results.json"]
+    assert (old / "results.json").read_text() == '{"status": "finished"}\n'
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "message"),
     [

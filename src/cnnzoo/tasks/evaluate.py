@@ -30,7 +30,7 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct
-from cnnzoo.tasks.folders import release_unused_claims, run_checkpoint
+from cnnzoo.tasks.folders import check_output_dir, release_unused_claims, run_checkpoint
 from cnnzoo.tasks.launch import job_overrides
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ def evaluate(module: ClassificationModule, loader: DataLoader, num_classes: int)
 
 
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    check_output_dir(cfg.paths.output_dir)
     release_unused_claims(cfg.paths.output_dir)
     cfg = run_config(cfg)
     crop, split, ema = cfg.eval.crop, cfg.eval.split, cfg.eval.ema

@@ -77,6 +77,26 @@ def release_unused_claims(keep: str | os.PathLike) -> None:
             path.rmdir()  # only when empty
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """``paths.output_dir`` must be the folder Hydra made for this run: it is where the
+    run's checkpoints, logs and ``results.json`` go, beside Hydra's ``.hydra/``. Set to
+    another folder it would split the record in two, and a second run given the same value
+    would write over the first's, so it is refused, naming ``hydra.run.dir`` (the setting
+    that chooses the folder, and refuses one that holds a run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # composed in-process (tests, benchmarks)
+        return
+    hydra = HydraConfig.get()
+    made = Path(hydra.runtime.output_dir).resolve()
+    if Path(output_dir).resolve() != made:
+        choose = "hydra.sweep.dir" if hydra.mode.name == "MULTIRUN" else "hydra.run.dir"
+        raise ConfigError(
+            f"paths.output_dir={output_dir}: this setting follows the run's folder ({made}) "
+            f"and cannot be set; choose the folder with {choose}=... instead."
+        )
+
+
 OWNER_FILE = ".cnnzoo-owner"
 _owned: dict[Path, int] = {}  # run folder -> the open, locked owner file
 

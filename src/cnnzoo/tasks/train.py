@@ -36,6 +36,7 @@ from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.folders import (
+    check_output_dir,
     claimed_folders,
     is_first_rank,
     own_folder,
@@ -133,6 +134,7 @@ def train(cfg: DictConfig) -> float | None:
     status ``failed`` with the error; the traceback in its log), its W&B run is finished, and
     the sweep goes on: the job returns ``failed_job_value`` to the sweeper (Optuna records it)
     and ``train.py`` exits 1 at the end, naming the failed jobs."""
+    check_output_dir(cfg.paths.output_dir)
     release_unused_claims(cfg.paths.output_dir)
     owner = is_first_rank()
     if owner:  # one run per folder: a second one is refused here, writing nothing
