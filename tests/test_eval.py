@@ -97,7 +97,7 @@ def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, ca
     folder.mkdir()
     val = next(cache_dir.glob("sample_*")) / "val" / "n01440764"
     shutil.copy(next(val.iterdir()), folder / "fish.jpg")
-    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "notes.txt").write_text("a:x:b [i]c not an image\n")  # no emoji, no markup:
     proc = run_train(
         [f"run={trained}", f"images=[{folder}]"], ENV, cwd=tmp_path, script="predict.py"
     )
@@ -108,6 +108,7 @@ def test_predict_on_a_folder_with_an_image_and_a_text_file(trained, tmp_path, ca
     probs = [float(a.rsplit(" ", 1)[1]) for a in answers]
     assert probs == sorted(probs, reverse=True)
     assert "notes.txt: skipped, not a readable image" in proc.stderr
+    assert "it begins b'a:x:b [i]c" in proc.stderr  # (rich printed "a❌b")
     assert not (tmp_path / "outputs").exists()  # predict writes nothing
 
     proc = run_train(

@@ -215,3 +215,29 @@ def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, o
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert f"error: {message}" in err and "Traceback" not in err
+
+
+def test_the_summary_prints_paths_as_they_are(capsys):
+    """Folder names may hold rich markup ([...]) or emoji codes (:x:); the summary printed
+    them as styles and emoji (or failed on a stray [/...])."""
+    out = "runs/[bold]a[/bold]:x:b[/z]"
+    from cnnzoo.summary import print_summary
+
+    print_summary(
+        {
+            "model": "resnet18",
+            "metrics": {"val/acc_top1": 0.5},
+            "wall_time_s": 61.0,
+            "epochs": 1,
+            "global_step": 3,
+            "global_batch_size": 8,
+            "lr": 0.1,
+            "best_checkpoint": f"{out}/checkpoints/best.ckpt",
+            "config": f"{out}/.hydra/config.yaml",
+            "output_dir": out,
+            "wandb": None,
+        }
+    )
+    printed = capsys.readouterr().out
+    assert f"best checkpoint: {out}/checkpoints/best.ckpt" in printed
+    assert f"results:         {out}/results.json" in printed

@@ -6,6 +6,12 @@ from rich.console import Console
 from rich.table import Table
 
 
+def plain_console(stderr: bool = False) -> Console:
+    """A console that prints text as it is: paths, file and class names may hold ``[...]``
+    (rich markup) or ``:x:`` (an emoji code), and ``root:x:0:0`` must not print as ``root❌0``."""
+    return Console(stderr=stderr, soft_wrap=True, markup=False, emoji=False)
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -23,7 +29,7 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
             label,
             *(pct(m.get(f"{stage}/{kind}_top{k}")) for k in (1, 5) for kind in ("acc", "err")),
         )
-    console = console or Console(soft_wrap=True)
+    console = console or plain_console()
     console.print()
     console.print(table)
     console.print(

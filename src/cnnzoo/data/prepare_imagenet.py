@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from cnnzoo.errors import DataError
@@ -42,7 +43,7 @@ KAGGLE = Path("ILSVRC/Data/CLS-LOC")
 KAGGLE_VAL_CSV = "LOC_val_solution.csv"
 EXPECTED = {"classes": 1000, "train": 1_281_167, "val": 50_000}
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
 
 
 # -- val labels -----------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def val_images(found: dict[str, Path], labels: dict[str, str], dst: Path, progre
     if unlabelled:
         console.print(
             f"[yellow]{len(unlabelled)} val files have no label and were left out, e.g. "
-            f"{unlabelled[:3]}[/yellow]"
+            f"{escape(str(unlabelled[:3]))}[/yellow]"
         )
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from cnnzoo.data.images import DECODERS, BadImageError, load_image
@@ -52,7 +53,7 @@ def verify(
     chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
     bad: list[tuple[str, str]] = []
     with Progress(console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(f"verifying {root}", total=len(files))
+        task = progress.add_task(f"verifying {escape(str(root))}", total=len(files))
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(functools.partial(check, decoder=decoder), chunks)
             for paths, result in zip(chunks, results, strict=True):

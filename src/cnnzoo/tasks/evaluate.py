@@ -29,7 +29,7 @@ from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
-from cnnzoo.summary import pct
+from cnnzoo.summary import pct, plain_console
 from cnnzoo.tasks.folders import check_output_dir, release_unused_claims, run_checkpoint
 from cnnzoo.tasks.launch import job_overrides
 
@@ -250,7 +250,7 @@ def write_per_class(path: Path, confusion: Tensor, top5_hits: Tensor, names, dat
 
 
 def print_eval(result: dict[str, Any], out: Path, console: Console | None = None) -> None:
-    console = console or Console(soft_wrap=True)
+    console = console or plain_console()
     table = Table(title=f"cnnzoo eval: {result['model']}", title_justify="left")
     for column in ("split", "crop", "images", "top-1 acc", "top-1 err", "top-5 acc", "top-5 err"):
         table.add_column(column, justify="right")
@@ -294,12 +294,12 @@ def image_files(given_images) -> list[Path]:
 def readable_images(files: list[Path], decoder: str) -> Iterator[tuple[Path, Any]]:
     """Each of ``files`` decoded (as the run's val images were: ``data.decoder``); a file that
     is not a readable image is named on stderr and left out."""
-    errors = Console(stderr=True, soft_wrap=True)
+    errors = plain_console(stderr=True)
     for file in files:
         try:
             yield file, load_image(str(file), decoder)
         except BadImageError as e:
-            errors.print(f"{file}: skipped, not a readable image ({e.reason})", markup=False)
+            errors.print(f"{file}: skipped, not a readable image ({e.reason})")
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -313,7 +313,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     names = class_names(datamodule, trained)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
-    console = Console(soft_wrap=True)
+    console = plain_console()
     predictions = []
     for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
         views = transform(image)
@@ -332,7 +332,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
             shown = " | ".join(
                 f"{t['name']} {t['probability']:.2f}" for t in predictions[-1]["top"]
             )
-            console.print(f"{file}: {shown}", markup=False, highlight=False)
+            console.print(f"{file}: {shown}", highlight=False)
     if cfg.predict.format == "json":
         print(json.dumps(predictions, indent=2))
     elif cfg.predict.format != "text":
