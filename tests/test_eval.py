@@ -208,6 +208,9 @@ def test_bad_checkpoints_are_named(trained, tmp_path):
         run_eval(compose_train([f"ckpt_path={results}"], out=tmp_path, config="eval"))
     with pytest.raises(UserError, match="holds no EMA weights"):
         run_eval(compose_train([f"run={trained}", "eval.ema=true"], out=tmp_path, config="eval"))
+    with pytest.raises(UserError, match="no trained weights named, so resnet18 would have random"):
+        run_eval(compose_train(["model=resnet18"], out=tmp_path / "forgot-run", config="eval"))
+    assert not (tmp_path / "forgot-run" / "eval.json").exists()
 
 
 SCHEDULERS = ("cosine", "step", "multistep", "plateau", "exponential", "none")

@@ -122,6 +122,12 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
         return module.eval(), trained
     if ema:
         raise ConfigError("eval.ema=true needs a checkpoint (run= or ckpt_path=).")
+    if not cfg.model.get("weights") and not cfg.model.get("pretrained"):
+        raise ConfigError(  # (a forgotten run= scored a random network, and recorded it)
+            f"no trained weights named, so {cfg.model.name} would have random ones: give "
+            "run=outputs/train/<run>, ckpt_path=FILE.ckpt with model= and data=, "
+            "model.weights=FILE.pth, or model.pretrained=true."
+        )
     return module.eval(), None
 
 
