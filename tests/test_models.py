@@ -139,6 +139,10 @@ def test_a_file_that_is_not_a_weights_file_is_named(tmp_path):
         read_torch_file(tmp_path / "missing.ckpt")
     torch.save({"a": torch.ones(2)}, tmp_path / "fine.pt")
     assert torch.equal(read_torch_file(tmp_path / "fine.pt")["a"], torch.ones(2))
+    cut = tmp_path / "cut.ckpt"  # (torch: "... failed finding central directory ... o)")
+    cut.write_bytes((tmp_path / "fine.pt").read_bytes()[:500])
+    with pytest.raises(ConfigError, match=r"^the checkpoint .*cut.ckpt is cut short \(500 bytes"):
+        read_torch_file(cut)
 
 
 def test_pretrained_uses_the_hub_cache_and_never_downloads(tmp_path, monkeypatch):

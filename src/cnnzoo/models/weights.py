@@ -2,6 +2,7 @@
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,6 +35,13 @@ def read_torch_file(path: str | os.PathLike, what: str | None = None, mmap: bool
         raise ConfigError(
             f"{what} is not a PyTorch checkpoint or state dict (it begins {start!r}): "
             "give a .ckpt of a run's checkpoints/ folder, or a .pth written by torch.save."
+        )
+    if start.startswith(TORCH_FILE_STARTS[0]) and not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise ConfigError(
+            f"{what} is cut short ({size:,} bytes; a PyTorch file is a zip archive and this one "
+            "has no end: a copy or download that stopped?). Copy it again, or choose another "
+            "checkpoint."
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
