@@ -23,7 +23,7 @@ from cnnzoo.data import dali
 from cnnzoo.data.batching import auto_workers, check_batch_size, per_device_batch_size
 from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
 from cnnzoo.data.images import DECODERS, IndexedImages, read_skipped, skip_bad_collate
-from cnnzoo.data.index import SplitIndex, load_index
+from cnnzoo.data.index import IMAGE_EXTENSIONS, SplitIndex, load_index
 from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
 from cnnzoo.data.sample import ensure_sample_dataset, sample_class_names
 from cnnzoo.data.transforms import (
@@ -201,6 +201,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
                 raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.")
+            if indexes[split].other_files:
+                log.warning(
+                    "%s: %d files are not images by their name and were left out, e.g. %s "
+                    "(read: %s)",
+                    root / split,
+                    indexes[split].other_files,
+                    ", ".join(indexes[split].other_examples),
+                    " ".join(IMAGE_EXTENSIONS),
+                )
         self.reindex = False  # rebuild once, not on every call
         return indexes
 

@@ -42,6 +42,7 @@ class SplitIndex:
     blob: np.ndarray  # uint8, the UTF-8 relative paths ("<class>/<file>") back to back
     offsets: np.ndarray  # int64, len + 1: path i is blob[offsets[i]:offsets[i + 1]]
     other_files: int = 0  # files that are not images (by extension), not indexed
+    other_examples: tuple[str, ...] = ()  # the first few of them ("<class>/<file>")
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -77,6 +78,7 @@ class SplitIndex:
             self.blob[gather],
             offsets,
             self.other_files,
+            self.other_examples,
         )
 
 
@@ -122,7 +124,7 @@ def scan(folder: Path) -> SplitIndex:
     classes = class_folders(folder)
     paths: list[bytes] = []
     targets: list[int] = []
-    other = 0
+    other: list[str] = []
     seen_dirs = {file_identity(folder), *(file_identity(folder / name) for name in classes)}
     seen_files: set[tuple[int, int]] = set()
     skipped: list[str] = []
@@ -133,7 +135,7 @@ def scan(folder: Path) -> SplitIndex:
                 if file.startswith("."):
                     continue
                 if not file.lower().endswith(IMAGE_EXTENSIONS):
-                    other += 1
+                    other.append(os.path.join(rel, file))
                     continue
                 try:
                     identity = file_identity(os.path.join(root, file))
@@ -157,8 +159,9 @@ def scan(folder: Path) -> SplitIndex:
     offsets = np.zeros(len(paths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     blob = np.frombuffer(b"".join(paths), dtype=np.uint8).copy()
+    targets_array = np.array(targets, dtype=np.int32)
     return SplitIndex(
-        str(folder), tuple(classes), np.array(targets, dtype=np.int32), blob, offsets, other
+        str(folder), tuple(classes), targets_array, blob, offsets, len(other), tuple(other[:3])
     )
 
 
@@ -213,8 +216,10 @@ def _read(path: Path) -> tuple[dict, SplitIndex] | None:
                 data["blob"],
                 data["offsets"],
                 int(meta.get("other_files", 0)),
+                tuple(meta.get("other_examples", ())),
             )
         meta.pop("other_files", None)
+        meta.pop("other_examples", None)
         return meta, index
     except Exception as e:  # an unreadable cache file is rebuilt, never fatal
         log.warning("ignoring the unreadable index cache %s (%s)", path, e)
@@ -222,7 +227,8 @@ def _read(path: Path) -> tuple[dict, SplitIndex] | None:
 
 
 def _write(path: Path, index: SplitIndex, meta: dict) -> None:
-    header = json.dumps(meta | {"other_files": index.other_files}).encode()
+    others = {"other_files": index.other_files, "other_examples": list(index.other_examples)}
+    header = json.dumps(meta | others).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
