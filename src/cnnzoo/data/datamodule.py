@@ -50,6 +50,9 @@ SPLITS = ("train", "val")
 IMAGENET_IMAGES = {"train": 1_281_167, "val": 50_000}
 
 
+_SAID_LEFT_OUT: set[str] = set()  # the splits whose files left out by name were named
+
+
 class ImageFolderDataModule(pl.LightningDataModule):
     """Train/val/test loaders over an ImageNet-layout folder tree.
 
@@ -201,7 +204,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
                 raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.")
-            if indexes[split].other_files:
+            if indexes[split].other_files and str(root / split) not in _SAID_LEFT_OUT:
+                _SAID_LEFT_OUT.add(str(root / split))  # (once a process: setup runs again)
                 log.warning(
                     "%s: %d files are not images by their name and were left out, e.g. %s "
                     "(read: %s)",

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The one list of image file types cnnzoo reads (folders, shards, verify), lower case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-FORMAT = 1  # bump when the cache file's layout changes
+FORMAT = 2  # bump when the cache file's layout changes
 
 
 @dataclass(frozen=True)
