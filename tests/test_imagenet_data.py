@@ -328,6 +328,19 @@ def broken_tree(tmp_path) -> tuple[Path, list[Path]]:
 
 
 @pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_16_bit_grey_images_keep_their_greys(tmp_path, decoder):
+    """PIL's convert("RGB") clips a 16-bit grey PNG at 255: a white image."""
+    from cnnzoo.data.images import load_image
+
+    grey = np.linspace(0, 65535, 64 * 32).astype(np.uint16).reshape(32, 64)
+    path = tmp_path / "scan.png"
+    Image.fromarray(grey).save(path)
+    decoded = torch.as_tensor(np.array(load_image(str(path), decoder)))
+    channel = decoded[0] if decoder == "torchvision" else decoded[..., 0]
+    assert torch.equal(channel, torch.from_numpy((grey >> 8).astype(np.uint8)))
+
+
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
 def test_bad_file_fails_naming_it_by_default(tmp_path, decoder):
     from cnnzoo.data.images import load_image
 

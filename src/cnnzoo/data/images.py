@@ -45,6 +45,8 @@ def _pil_rgb(source, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF data" and friends
             with Image.open(source) as image:
+                if image.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): PIL's convert
+                    image = image.point(lambda v: v * (1 / 256)).convert("L")  # clips to 255
                 return image.convert("RGB")  # decodes the whole file
     except UnidentifiedImageError:  # (its message names a BytesIO object, not the file)
         raise BadImageError(name, f"not an image; it begins {_first_bytes(source)!r}") from None
