@@ -169,7 +169,7 @@ class ResumeState(Callback):
         ):
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # (unset: Lightning logs that)
         run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
             f"\n{self.interrupted}: training stopped at epoch {trainer.current_epoch}, step "

@@ -63,7 +63,7 @@ class SlurmRequeue(pl.Callback):
             return
         path = last_checkpoint_path(trainer)
         if path is not None:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # (unset: Lightning logs that)
         job = slurm_job_id()
         if trainer.is_global_zero:
             result = subprocess.run(
