@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 def quiet_known_warnings() -> None:
-    """Silence two Lightning warnings that do not apply to a cnnzoo run (called as a task
+    """Silence Lightning warnings that do not apply to a cnnzoo run (called as a task
     starts, not on import): accuracies and errors are computed by torchmetrics over every
     rank's images before they are logged, so the advice to add ``sync_dist=True`` does not
     apply; and each shard reader knows its exact share, so an ``IterableDataset``'s length is
@@ -25,6 +25,8 @@ def quiet_known_warnings() -> None:
         "ignore", message=r"It is recommended to use `self.log\('\w+/(acc|err)_top\d'"
     )
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # Lightning 2.6's pytree helper under torch >= 2.14, printed once per run: not ours to fix
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
