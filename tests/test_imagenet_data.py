@@ -256,6 +256,14 @@ def test_tree_problems_are_named(tmp_path):
     (root / "train" / "holiday_photos" / "a.jpg").unlink()
     with pytest.raises(DataError, match=r"1 class folders without images, e.g. \['holiday_photos"):
         datamodule(root).setup()
+    val = root / "val"  # ImageNet's val archive unpacked as it is: 50,000 files, no folders
+    for wnid in WNIDS:
+        for image in (val / wnid).iterdir():
+            image.rename(val / f"ILSVRC2012_val_{wnid}_{image.name}")
+        (val / wnid).rmdir()
+    with pytest.raises(DataError, match=r"val holds no class folders.*It holds 9 files directly"
+                       r".*cnnzoo.data.prepare_imagenet sorts them"):  # fmt: skip
+        datamodule(root).setup()
 
 
 def test_partial_imagenet_tree_names_missing_wnids(tmp_path):

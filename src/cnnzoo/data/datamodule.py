@@ -203,7 +203,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         for split in SPLITS:
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
-                raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.")
+                loose = sum(1 for e in os.scandir(root / split) if e.is_file())
+                hint = (
+                    f" It holds {loose} files directly: ImageNet's val archive unpacked as it "
+                    "is? python -m cnnzoo.data.prepare_imagenet sorts them into class folders."
+                    if loose
+                    else ""
+                )
+                raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.{hint}")
             if indexes[split].other_files and str(root / split) not in _SAID_LEFT_OUT:
                 _SAID_LEFT_OUT.add(str(root / split))  # (once a process: setup runs again)
                 log.warning(
