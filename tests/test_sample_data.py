@@ -75,3 +75,40 @@ def test_a_foreign_folder_at_the_root_is_not_overwritten(tmp_path):
     with pytest.raises(DataError, match="not a complete cnnzoo sample set"):
         ensure_sample_dataset(root, **SMALL)
     assert (root / "precious.txt").read_text() == "keep me"
+
+
+def test_a_killed_generation_leaves_nothing_behind_for_long(tmp_path):
+    """A generation killed with SIGKILL (or SIGTERM) left its hidden temporary folder for ever;
+    the next one removes it once its builder is gone, and leaves a live builder's alone."""
+    import fcntl
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "sample"
+    code = (
+        "import sys, time; from cnnzoo.data import sample\n"
+        "def slow(root, **kw): open(root / 'first.jpg', 'w').close(); print('busy', flush=True); "
+        "time.sleep(60)\n"
+        "sample.generate = slow\n"
+        f"sample.ensure_sample_dataset({str(root)!r})\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline() == "busy\n"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    (left,) = tmp_path.glob(".sample.*")
+    live = tmp_path / ".sample.live"  # another process building now: its lock is held
+    live.mkdir()
+    held = os.open(live, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    young = tmp_path / ".sample.young"  # just made: its builder may not hold the lock yet
+    young.mkdir()
+    for folder in (left, live):
+        os.utime(folder, (0, 0))
+    ensure_sample_dataset(root, **SMALL)
+    os.close(held)
+    assert not left.exists()
+    assert live.is_dir() and young.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sample.live", ".sample.young", "sample"]

@@ -13,10 +13,14 @@ so the same version and seed give byte-identical files.
 """
 
 import colorsys
+import fcntl
+import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -29,6 +33,7 @@ from cnnzoo.errors import DataError
 
 VERSION = 1
 MARKER = "SAMPLE_SET.json"
+log = logging.getLogger(__name__)
 
 # (wnid, ILSVRC class index) of Imagenette's ten classes; the shape each one is drawn as.
 CLASSES = (
@@ -189,10 +194,15 @@ def ensure_sample_dataset(
 def build_in_place(root: Path, build: Callable[[Path], object], done: Callable[[], bool]) -> None:
     """``build(tmp)`` in a temporary sibling folder, then renamed to ``root``: an interrupted
     build never leaves a partial folder, and when several processes (DDP ranks) build at once
-    the first rename wins and the others, finding ``done()``, use it."""
+    the first rename wins and the others, finding ``done()``, use it. The builder holds a lock
+    on its folder; a killed one's folder (SIGKILL, or SIGTERM with Python's default handler
+    skip the clean-up) is removed by the next build, once nobody holds its lock."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    lock = os.open(tmp, os.O_RDONLY)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (new: nobody else holds it)
+        _remove_abandoned(root, keep=tmp)
         build(tmp)
         try:
             tmp.rename(root)
@@ -201,6 +211,32 @@ def build_in_place(root: Path, build: Callable[[Path], object], done: Callable[[
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)
+
+
+ABANDONED_AFTER_S = 60  # (a folder younger than this may not be locked by its builder yet)
+
+
+def _remove_abandoned(root: Path, keep: Path) -> None:
+    """Remove the temporary build folders of ``root`` whose builders are gone: unlocked, and
+    older than a minute."""
+    for folder in root.parent.glob(f".{glob.escape(root.name)}.*"):
+        if folder == keep or not folder.is_dir():
+            continue
+        try:
+            if time.time() - folder.stat().st_mtime < ABANDONED_AFTER_S:
+                continue
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its builder is still at work
+        finally:
+            os.close(fd)  # (closing drops the lock if it was taken)
+        log.info("removing %s, left by a build that was killed", folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _marker(root: Path) -> dict | None:
