@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import CONF, compose_train, zoo
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -89,6 +89,23 @@ def test_an_option_the_data_choice_does_not_take_is_named_with_the_fix(tmp_path)
     dropped = ["~data.num_workers", "~data.train_crop_scale"]
     cfg = compose_train(["experiment=quickstart", "data=synthetic", *dropped], out=tmp_path)
     assert build_datamodule(cfg).batch_size == 32
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ("cifar10", "cifar10 comes as arrays in memory"),
+        ("synthetic", "data=synthetic has no input"),
+    ],
+)
+def test_dali_on_data_without_image_files_is_named_with_the_fix(tmp_path, data, said):
+    """(Hydra's "Key 'loader' is not in struct" it was, in four lines.)"""
+    cfg = compose_train([f"data={data}", "data.loader=dali"], out=tmp_path)
+    with pytest.raises(InstantiationException) as e:  # (train.py prints its cause, one line)
+        build_datamodule(cfg)
+    assert isinstance(e.value.__cause__, ConfigError)
+    assert str(e.value.__cause__).startswith(f"data.loader=dali: {said}")
+    assert compose_train([f"data={data}"], out=tmp_path).data.loader == "workers"
 
 
 def test_parts_build_from_the_default_config(tmp_path, offline_env):

@@ -62,6 +62,12 @@ class CIFARDataModule(ImageFolderDataModule):
         **kwargs,
     ) -> None:
         _choice("variant", variant, tuple(VARIANTS))
+        if kwargs.get("loader", "workers") != "workers":
+            raise ConfigError(
+                f"data.loader={kwargs['loader']}: {variant} comes as arrays in memory, with no "
+                "image files for DALI to decode; use data.loader=workers (DALI reads "
+                "data=imagenet, imagefolder, sample and the shards)."
+            )
         self.variant = variant
         self.dataset_class, classes, mean, std = VARIANTS[variant]
         if image_size != 32:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from cnnzoo.data.batching import check_batch_size, per_device_batch_size
+from cnnzoo.errors import ConfigError
 
 
 class _RepeatedBatch(Dataset):
@@ -37,9 +38,16 @@ class SyntheticDataModule(pl.LightningDataModule):
         val_steps: int = 4,
         pin_memory: bool = True,
         seed: int = 0,
+        loader: str = "workers",
     ) -> None:
         super().__init__()
         check_batch_size(batch_size)
+        if loader != "workers":
+            raise ConfigError(
+                f"data.loader={loader}: data=synthetic has no input pipeline (one batch made "
+                "in memory, to measure the model alone); leave data.loader out, or measure "
+                "DALI with data=imagenet or data=sample."
+            )
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.image_size = image_size
