@@ -12,6 +12,7 @@ import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.checkpointing import AtomicCheckpointIO
+from cnnzoo.errors import ConfigError
 from cnnzoo.tasks.folders import OWNER_FILE, unique_dir
 from cnnzoo.tasks.train import train
 
@@ -263,6 +264,34 @@ def test_an_existing_run_is_never_written_over(cache_dir, tmp_path, offline_env)
     assert f"hydra.run.dir={run} already holds a run" in proc.stderr
     assert f"resume={run}" in proc.stderr
     assert (run / ".hydra" / "config.yaml").read_text() == "the old run's config\n"
+
+
+def test_sweeps_and_evaluations_are_never_written_over(tmp_path):
+    """A second sweep given the same hydra.sweep.dir wrote its jobs over the first's (an
+    interrupted job's record and checkpoints went); an eval folder was not seen as a record."""
+    from cnnzoo.tasks.launch import prepare_argv
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0_resnet18").mkdir(parents=True)
+    (sweep / "0_resnet18" / "results.json").write_text('{"status": "interrupted"}\n')
+    again = ["train.py", "-m", "model=resnet18,alexnet", f"hydra.sweep.dir={sweep}"]
+    with pytest.raises(ConfigError, match=f"hydra.sweep.dir={sweep} already holds a sweep; .*"
+                       f"resume={sweep}/<job>"):  # fmt: skip
+        prepare_argv(again)
+    fresh = tmp_path / "empty-sweep"
+    fresh.mkdir()
+    assert prepare_argv([*again[:-1], f"hydra.sweep.dir={fresh}"])[1:] == [
+        *again[1:-1],
+        f"hydra.sweep.dir={fresh}",
+    ]
+    evaluated = tmp_path / "eval"
+    evaluated.mkdir()
+    (evaluated / "eval.json").write_text("{}\n")
+    for script in ("eval.py", "train.py"):
+        with pytest.raises(ConfigError, match="already holds a run; .* Choose another folder.$"):
+            prepare_argv([script, f"hydra.run.dir={evaluated}"])
+    assert (evaluated / "eval.json").read_text() == "{}\n"
+    assert (sweep / "0_resnet18" / "results.json").read_text() == '{"status": "interrupted"}\n'
 
 
 @pytest.mark.slow

@@ -31,6 +31,21 @@ def _holds_a_run(folder: Path) -> bool:
     return (folder / "checkpoints").is_dir() or (folder / "results.json").is_file()
 
 
+def _holds_a_record(folder: Path) -> bool:
+    """What a run, an evaluation or a start that failed left: never to be written over."""
+    return (
+        _holds_a_run(folder)
+        or (folder / "eval.json").is_file()
+        or (folder / ".hydra" / "config.yaml").is_file()
+    )
+
+
+def _holds_a_sweep(folder: Path) -> bool:
+    return (folder / "multirun.yaml").is_file() or (
+        folder.is_dir() and any(_holds_a_record(job) for job in folder.iterdir() if job.is_dir())
+    )
+
+
 RESUMED = "resumed_"  # .hydra/resumed_<time>/: the config of one resume of the run
 
 
@@ -142,13 +157,15 @@ def slurm_args(args: list[str]) -> list[str]:
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
-    """Expand ``resume=RUN``; refuse ``hydra.run.dir`` pointing at an existing run (unless
-    continuing it with ``ckpt_path``); one run folder for all ranks under torchrun or SLURM."""
+    """Expand ``resume=RUN``; refuse ``hydra.run.dir`` pointing at an existing run or
+    evaluation (unless continuing it with ``ckpt_path``) and ``hydra.sweep.dir`` at an existing
+    sweep, before Hydra writes into them; one run folder for all ranks under torchrun or SLURM."""
     args = slurm_args(torchrun_args(argv[1:]))
     argv = [argv[0], *args]
+    multirun = "-m" in args or "--multirun" in args
     resume = _value(args, "resume")
     if resume is not None:
-        if "-m" in args or "--multirun" in args:
+        if multirun:
             raise ConfigError("resume= continues one run; it cannot be combined with -m.")
         rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
         if is_first_rank() and Path(resume).is_dir():
@@ -157,14 +174,29 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if _value(args, "hydra/launcher") == "slurm":
         check_slurm_answers()
     run_dir = _value(args, "hydra.run.dir")
-    if run_dir and is_first_rank() and "$" not in run_dir:
+    if run_dir and not multirun and is_first_rank() and "$" not in run_dir:
         own_folder(run_dir)  # two runs started into one folder at once: one goes on
-        if _holds_a_run(Path(run_dir)) and not _value(args, "ckpt_path"):
+        if _holds_a_record(Path(run_dir)) and not _value(args, "ckpt_path"):
+            if Path(argv[0]).name == "train.py" and _holds_a_run(Path(run_dir)):
+                fix = f"Continue it with resume={run_dir}, or choose another folder."
+            else:
+                fix = "Choose another folder."
             raise ConfigError(
                 f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
-                f"Continue it with resume={run_dir}, or choose another folder."
+                + fix
             )
+    sweep_dir = _value(args, "hydra.sweep.dir")
+    if multirun and sweep_dir and "$" not in sweep_dir and is_first_rank():
+        _refuse_a_used_sweep_dir(Path(sweep_dir))
     return argv
+
+
+def _refuse_a_used_sweep_dir(sweep_dir: Path) -> None:
+    if _holds_a_sweep(sweep_dir):
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} already holds a sweep; a new sweep never writes over "
+            f"one. Choose another folder (a job of it continues with resume={sweep_dir}/<job>)."
+        )
 
 
 def check_slurm_answers() -> None:
