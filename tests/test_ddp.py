@@ -161,3 +161,30 @@ def test_tasks_of_a_slurm_job_share_one_folder(env, expected, monkeypatch, tmp_p
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     assert slurm_args(["model=resnet18"]) == ["model=resnet18", *expected]
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_requeued_job_with_its_own_run_dir_continues_its_run(rank, monkeypatch, tmp_path):
+    """An sbatch script giving hydra.run.dir=...: when SLURM ran the job again after a requeue,
+    the run was refused ("already holds a run") instead of continued from last.ckpt."""
+    from cnnzoo.tasks.launch import prepare_argv, slurm_args
+
+    run = tmp_path / "r50"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(f"- model=resnet50\n- hydra.run.dir={run}\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    for key in ("SLURM_ARRAY_JOB_ID", "TORCHELASTIC_RUN_ID", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    job = {"SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "r50", "SLURM_PROCID": rank}
+    for key, value in job.items():
+        monkeypatch.setenv(key, value)
+    given = ["model=resnet50", f"hydra.run.dir={run}"]
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # its first start: as given
+    assert slurm_args(given)[:2] == given
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    args = prepare_argv(["train.py", *given])[1:]
+    assert args[:3] == ["model=resnet50", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                        f"hydra.run.dir={run}"]  # fmt: skip
+    assert [a.split("=")[0] for a in args].count("hydra.run.dir") == 1
+    assert any(a.startswith("hydra.output_subdir=.hydra/resumed_") for a in args) == (rank == "0")

@@ -123,7 +123,7 @@ def slurm_args(args: list[str]) -> list[str]:
     per GPU): all tasks share one run folder named by the job id, ``slurm-<jobid>`` (unless
     ``hydra.run.dir`` is given); tasks other than 0 write no ``.hydra/`` and log to
     ``train_rank<N>.log``. When SLURM runs the job again after a requeue (pre-emption, time
-    limit: ``SlurmRequeue``), the folder holds the run and it is resumed from its last
+    limit: ``SlurmRequeue``), the folder (either) holds the run and it is resumed from its last
     checkpoint. The submitit launcher (``hydra/launcher=slurm``) does not come through here."""
     job = os.environ.get("SLURM_JOB_ID")
     interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")  # salloc, srun --pty
@@ -133,14 +133,20 @@ def slurm_args(args: list[str]) -> list[str]:
         return args
     rank = int(os.environ.get("SLURM_PROCID", "0"))
     extra = [] if rank == 0 else ["hydra.output_subdir=null", f"hydra.job.name=train_rank{rank}"]
-    if _value(args, "hydra.run.dir") is not None or _value(args, "resume") is not None:
+    if _value(args, "resume") is not None:
         return [*args, *extra]
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    given = _value(args, "hydra.run.dir")
+    if given is not None:  # the job's own folder: when requeued, its run continues there
+        if not restarts or "$" in given or not _holds_a_run(Path(given)):
+            return [*args, *extra]
+        rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "hydra.run.dir"]
+        return _continued(Path(given), rest, rank, extra)
     from cnnzoo.callbacks.requeue import slurm_job_id
 
     folder = f"slurm-{slurm_job_id()}"
     log_dir = Path(_value(args, "paths.log_dir") or "outputs")
     run = log_dir / "train" / folder
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if _holds_a_run(run) and (restarts or rank == 0):  # (other ranks join rank 0's run)
         if not restarts:  # a second train.py in the same job: a folder of its own
             if int(os.environ.get("SLURM_NTASKS") or 1) == 1:
@@ -149,11 +155,16 @@ def slurm_args(args: list[str]) -> list[str]:
                 f"{run} already holds a run of SLURM job {job}; give each multi-task train.py "
                 "of one job its own hydra.run.dir=...."
             )
-        if rank == 0:
-            return resume_args(run, args)
-        rest = [a for a in resume_args(run, args) if not a.startswith("hydra.output_subdir=")]
-        return [*rest, *extra]
+        return _continued(run, args, rank, extra)
     return [*args, f"hydra.run.dir=${{paths.log_dir}}/train/{folder}", *extra]
+
+
+def _continued(run: Path, args: list[str], rank: int, extra: list[str]) -> list[str]:
+    """``resume_args`` for a task of a requeued job (only rank 0 writes the resume's .hydra/)."""
+    if rank == 0:
+        return resume_args(run, args)
+    rest = [a for a in resume_args(run, args) if not a.startswith("hydra.output_subdir=")]
+    return [*rest, *extra]
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
