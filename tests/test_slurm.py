@@ -107,7 +107,8 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
 ):
     """scancel --signal=USR1 on a running job (what --signal=USR1@T sends before a time limit):
     last.ckpt saved mid-epoch, scontrol requeue, the job runs again (SLURM_RESTART_COUNT=1),
-    resumes in its folder, and ends with the weights of an uninterrupted job of the seed."""
+    resumes in its folder (here one its script names with hydra.run.dir=), and ends with the
+    weights of an uninterrupted job of the seed."""
     env = cluster_env(slurm, offline_env)
     args = [*tiny_overrides(cache_dir, None), "logger=none", "trainer.limit_train_batches=6",
             "model=alexnet", "model.small_input=true", "seed=5",
@@ -115,7 +116,8 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
     straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
     straight_dir.mkdir(), split_dir.mkdir()
     straight = sbatch(train_command(args), env, straight_dir)
-    job = sbatch(train_command(args), env, split_dir)
+    run = split_dir / "own-run"  # a script that names its run's folder (slurm-<job>: test_reliability)
+    job = sbatch(train_command([*args, f"hydra.run.dir={run}"]), env, split_dir)
     out = split_dir / f"slurm-{job}.out"
     end = time.monotonic() + 120
     while "STEP 2" not in (out.read_text() if out.exists() else ""):
@@ -126,7 +128,7 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
     wait_for(straight, env)
     log = out.read_text()
     assert "requeued job" in log, log[-3000:]
-    run = split_dir / "outputs" / "train" / f"slurm-{job}"
+    assert not (split_dir / "outputs").exists()
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "finished" and results["global_step"] == 6
     assert list((run / ".hydra").glob("resumed_*/config.yaml"))  # the second start resumed
