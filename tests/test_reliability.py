@@ -316,13 +316,16 @@ def test_paths_output_dir_cannot_send_a_run_into_another_folder(cache_dir, tmp_p
     ("make", "message"),
     [
         (lambda run: None, "not a cnnzoo run folder"),
+        (lambda run: run.mkdir(), "not a cnnzoo run folder"),
         (
-            lambda run: (
+            lambda run: (  # a run that failed before its first checkpoint
                 (run / ".hydra").mkdir(parents=True)
                 or (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+                or (run / OWNER_FILE).write_text("")
             ),
             "has no checkpoint to continue from",
         ),
+        (lambda run: None, "resume= is empty"),  # (resume=$RUN with RUN unset)
     ],
 )
 def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys, make, message):
@@ -330,11 +333,15 @@ def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys
 
     run = tmp_path / "run"
     make(run)
-    monkeypatch.setattr(sys, "argv", ["train.py", f"resume={run}"])  # what train.py does first
+    given = "" if "empty" in message else run
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    monkeypatch.setattr(sys, "argv", ["train.py", f"resume={given}"])  # what train.py does first
     with pytest.raises(SystemExit) as exit_:
         main_argv()
     assert exit_.value.code == 1
     assert message in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # (a lock file was left in the folder, or cwd)
 
 
 @pytest.mark.slow

@@ -179,7 +179,9 @@ def prepare_argv(argv: list[str]) -> list[str]:
         if multirun:
             raise ConfigError("resume= continues one run; it cannot be combined with -m.")
         rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
-        if is_first_rank() and Path(resume).is_dir():
+        if not resume.strip():
+            raise ConfigError("resume= is empty: give a run folder, e.g. resume=outputs/train/<run>.")
+        if is_first_rank() and (Path(resume) / ".hydra" / "overrides.yaml").is_file():
             own_folder(resume)  # before Hydra writes anything into it
         return [argv[0], *resume_args(Path(resume), rest)]
     if _value(args, "hydra/launcher") == "slurm":
