@@ -319,9 +319,9 @@ def test_paths_output_dir_cannot_send_a_run_into_another_folder(cache_dir, tmp_p
         (lambda run: run.mkdir(), "not a cnnzoo run folder"),
         (
             lambda run: (  # a run that failed before its first checkpoint
-                (run / ".hydra").mkdir(parents=True)
-                or (run / ".hydra" / "overrides.yaml").write_text("[]\n")
-                or (run / OWNER_FILE).write_text("")
+                (run / ".hydra").mkdir(parents=True),
+                (run / ".hydra" / "overrides.yaml").write_text("[]\n"),
+                (run / OWNER_FILE).write_text(""),
             ),
             "has no checkpoint to continue from",
         ),

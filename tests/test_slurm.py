@@ -116,7 +116,7 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
     straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
     straight_dir.mkdir(), split_dir.mkdir()
     straight = sbatch(train_command(args), env, straight_dir)
-    run = split_dir / "own-run"  # a script that names its run's folder (slurm-<job>: test_reliability)
+    run = split_dir / "own-run"  # the script names it (slurm-<job>: test_reliability)
     job = sbatch(train_command([*args, f"hydra.run.dir={run}"]), env, split_dir)
     out = split_dir / f"slurm-{job}.out"
     end = time.monotonic() + 120

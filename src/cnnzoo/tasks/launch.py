@@ -180,7 +180,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
             raise ConfigError("resume= continues one run; it cannot be combined with -m.")
         rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
         if not resume.strip():
-            raise ConfigError("resume= is empty: give a run folder, e.g. resume=outputs/train/<run>.")
+            raise ConfigError("resume= is empty: give a run folder (resume=outputs/train/<run>).")
         if is_first_rank() and (Path(resume) / ".hydra" / "overrides.yaml").is_file():
             own_folder(resume)  # before Hydra writes anything into it
         return [argv[0], *resume_args(Path(resume), rest)]
