@@ -15,12 +15,23 @@ def test_api_key_means_online(offline_env, monkeypatch):
     assert wandb_mode() == "online"
 
 
-def test_netrc_entry_means_online(offline_env, monkeypatch, tmp_path):
+@pytest.mark.parametrize("host", ["api.wandb.ai", "wandb login"])
+def test_netrc_entry_means_online(offline_env, monkeypatch, tmp_path, host):
+    """An entry for api.wandb.ai, or the one `wandb login` writes (wandb 0.31: for
+    api.forge.coreweave.com, which was taken for no credentials: offline runs)."""
     netrc = tmp_path / "netrc"
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
-    netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
+    if host == "wandb login":
+        from wandb.sdk.lib.urls import DEFAULT_BASE_URL
+        from wandb.sdk.lib.wbauth import write_netrc_auth
+
+        write_netrc_auth(host=DEFAULT_BASE_URL, api_key="k" * 40)  # what `wandb login` does
+    else:
+        netrc.write_text(f"machine {host}\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
     assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a server of one's own
+    assert wandb_mode() == "offline"
 
 
 @pytest.mark.parametrize("mode", ["offline", "disabled"])

@@ -13,13 +13,26 @@ log = logging.getLogger(__name__)
 
 
 def wandb_credentials_present() -> bool:
-    """True when ``WANDB_API_KEY`` is set or the netrc file has an entry for the W&B host."""
+    """True when ``WANDB_API_KEY`` is set or the netrc file has an entry for the W&B host that
+    wandb logs in to (``WANDB_BASE_URL``, else the installed wandb's default: since wandb 0.2x
+    ``api.forge.coreweave.com``, where ``wandb login`` writes the key, before ``api.wandb.ai``).
+    wandb's own netrc reader decides where it has one; older wandb: the netrc file, here."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        from wandb.sdk.lib.urls import DEFAULT_BASE_URL
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+    except ImportError:
+        DEFAULT_BASE_URL, read_netrc_auth = "https://api.wandb.ai", None  # (older wandb)
+    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    if read_netrc_auth is not None:
+        try:
+            return read_netrc_auth(host=url) is not None
+        except Exception:  # a key it finds malformed: online, where wandb.init names the error
+            return True
     path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
     try:
-        return netrc.netrc(os.fspath(path)).authenticators(host) is not None
+        return netrc.netrc(os.fspath(path)).authenticators(urlparse(url).hostname) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
