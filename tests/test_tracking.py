@@ -60,6 +60,7 @@ def test_unreachable_server_falls_back_to_an_offline_run(
 
     def init(**kwargs):  # ... and the server cannot be reached
         modes.append(kwargs.get("mode"))
+        assert "anonymous" not in kwargs  # (wandb 0.31: "The anonymous setting has no effect")
         if kwargs.get("mode") == "online":
             raise wandb.errors.CommError("Network error (ConnectionError), entering retry loop.")
         return real_init(**kwargs)

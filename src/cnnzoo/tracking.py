@@ -70,6 +70,11 @@ class FallbackWandbLogger(WandbLogger):
     down, a rejected key), becomes an offline run in the run folder with a warning, instead of
     ending the training run. Upload it later with ``wandb sync``."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes anonymous=None, and
+            del self._wandb_init["anonymous"]  # wandb 0.31 warns "has no effect" on every run
+
     @property
     def experiment(self):
         start = WandbLogger.experiment.fget  # Lightning's: rank zero creates, others get a dummy
