@@ -3,6 +3,7 @@ that count every image once per epoch on any number of ranks and workers, resume
 train, validate and evaluate like the folder tree."""
 
 import json
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -278,6 +279,24 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path, reader):
     report.on_validation_epoch_end(trainer, None)
     assert [path for path, _ in report.skipped] == [f"{dm.root}/val/val-000001.tar: 00000005 "
                                                     f"({relpath})"]  # fmt: skip
+
+
+@pytest.mark.parametrize("reader", ["workers", "dali"])
+def test_a_shard_cut_short_is_named(shards, tmp_path, reader):
+    """A copy to the cluster's file system that stopped: one line naming the shard and what
+    to do (it was tarfile's ReadError, with webdataset's tracebacks)."""
+    if reader == "dali":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    copy = tmp_path / "copied"
+    shutil.copytree(shards, copy)
+    cut = sorted((copy / "val").glob("*.tar"))[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(
+        DataError,
+        match=rf"^cannot read shard {cut} \(ReadError: unexpected end of data\): it is damaged or "
+        rf"cut short .* --dst {copy}\.$",
+    ):
+        list(loader(copy, "val", loader=reader, workers=1 if reader == "workers" else 0))
 
 
 def test_training_resuming_and_evaluating_from_shards(cache_dir, tmp_path):

@@ -189,7 +189,23 @@ def image_of(sample: dict) -> tuple[str, bytes]:
 def _samples(urls: Iterator[str]) -> Iterator[dict]:
     import webdataset as wds
 
-    return wds.tarfile_samples({"url": url} for url in urls)
+    return wds.tarfile_samples(({"url": url} for url in urls), handler=_damaged_shard)
+
+
+def _damaged_shard(error: Exception) -> bool:
+    """webdataset's handler for a shard it cannot read (a copy cut short, a damaged file):
+    a DataError naming the shard (it was tarfile's ReadError, several tracebacks long)."""
+    args = getattr(error, "args", ())
+    if isinstance(error, DataError) or len(args) < 2 or not isinstance(args[-1], str):
+        raise error  # (the reader of one tar file: the shard's loop adds its name, and asks again)
+    shard = args[-1]
+    reason = str(args[0]).split(" @ ")[0]
+    root = Path(shard).parent.parent
+    raise DataError(
+        f"cannot read shard {shard} ({type(error).__name__}: {reason}): it is damaged or cut "
+        "short (a copy that stopped?). Copy it again, or write the shards again: "
+        f"{WRITE_COMMAND.format(dst=root)}."
+    ) from None
 
 
 def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
