@@ -89,6 +89,23 @@ def test_sync_batchnorm_on_the_cpu_is_refused_before_training(cache_dir, tmp_pat
         build_trainer(cfg)
 
 
+def test_several_nodes_with_nothing_to_start_them_are_refused(cache_dir, tmp_path, monkeypatch):
+    """trainer.num_nodes=2 on one machine, outside SLURM and torchrun: Lightning waited for the
+    other node for ever ("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")."""
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.train import build_trainer
+
+    for key in ("SLURM_JOB_ID", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = compose_train([*ddp(cache_dir, tmp_path, 1, 16), "trainer.num_nodes=2"], tmp_path)
+    with pytest.raises(ConfigError, match=r"num_nodes=2, but nothing starts the other nodes.*"
+                       r"srun.*torchrun --nnodes=2.*trainer.num_nodes=1\.$"):  # fmt: skip
+        build_trainer(cfg)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")  # the nodes started by hand, each with its rank
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert build_trainer(cfg).num_nodes == 2
+
+
 def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):
     from hydra import compose, initialize_config_dir
 

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.plugins.environments import LightningEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from cnnzoo.build import (
@@ -94,12 +95,32 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         if not isinstance(e.__cause__, ValueError):
             raise
         raise ConfigError(f"trainer: {e.__cause__}") from None
+    check_other_nodes_start(trainer)
     if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator):
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm has no CPU "
             "implementation. Set trainer.sync_batchnorm=false for CPU runs (trainer=ddp_cpu)."
         )
     return trainer
+
+
+def check_other_nodes_start(trainer: pl.Trainer) -> None:
+    """``trainer.num_nodes`` > 1 where nothing starts the other nodes (no SLURM job, no
+    torchrun, no MASTER_ADDR/NODE_RANK of one's own): Lightning would wait for them for ever at
+    "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/N"."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if (
+        trainer.num_nodes > 1
+        and isinstance(environment, LightningEnvironment)
+        and not ("MASTER_ADDR" in os.environ and "NODE_RANK" in os.environ)
+    ):
+        raise ConfigError(
+            f"trainer.num_nodes={trainer.num_nodes}, but nothing starts the other nodes here, "
+            "so training would wait for them for ever. Under SLURM start it with srun in an "
+            f"sbatch script (--nodes={trainer.num_nodes}: README, Clusters); elsewhere run "
+            f"torchrun --nnodes={trainer.num_nodes} ... train.py on each node, or set "
+            "MASTER_ADDR, MASTER_PORT and NODE_RANK on each; on one machine: trainer.num_nodes=1."
+        )
 
 
 def run_facts(cfg: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
