@@ -137,6 +137,7 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     assert f"Resume with: python train.py resume={run}" in output, output[-2000:]
     assert "`weights_only` was not set" not in output  # (Lightning's log line when unset)
     assert "LeafSpec" not in output  # (Lightning 2.6 under torch 2.14 warns on every run)
+    assert "litlogger" not in output  # (Lightning 2.6's "💡 Tip" on every Trainer)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert 2 <= ckpt["global_step"] < 4  # saved mid-epoch
     assert json.loads((run / "results.json").read_text())["status"] == "interrupted"

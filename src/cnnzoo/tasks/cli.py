@@ -2,6 +2,7 @@
 not a traceback; warnings that do not apply to a cnnzoo run stay quiet."""
 
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,12 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     # Lightning 2.6's pytree helper under torch >= 2.14, printed once per run: not ours to fix
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Lightning 2.6's advertisement for its paid logger, on every Trainer
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_tips)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
