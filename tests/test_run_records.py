@@ -199,6 +199,7 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.aux_weights=0.3", "model.aux_weights=0.3: give one loss weight per auxiliary"),
         ("optim.momentum=-1", "optim: SGD refused its settings (Invalid momentum value: -1)"),
         ("trainer.precision=17", "trainer: Precision 17 is invalid. Allowed precision values"),
+        ("trainer.devices=-1", "trainer: `devices` selected with `CPUAccelerator` should be"),
         ("seed=abc", "seed='abc': give a whole number"),
         ("data.samples_per_class=0", "data.samples_per_class=0: give a whole number of images"),
         pytest.param(

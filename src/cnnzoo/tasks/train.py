@@ -91,8 +91,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    except InstantiationException as e:  # a value Lightning refuses: trainer.precision=17
-        if not isinstance(e.__cause__, ValueError):
+    except InstantiationException as e:  # a value Lightning refuses: trainer.precision=17,
+        if not isinstance(e.__cause__, ValueError | TypeError):  # trainer.devices=-1 on a CPU
             raise
         raise ConfigError(f"trainer: {e.__cause__}") from None
     check_other_nodes_start(trainer)
