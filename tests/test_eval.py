@@ -246,6 +246,34 @@ def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
     assert getattr(datamodule, "loader", "workers") == "workers"  # eval reads with workers
 
 
+def test_a_runs_relative_data_root_is_found_from_any_folder(tmp_path, monkeypatch):
+    """data.root=photos at training; eval/predict/visualize/export or resume= run from another
+    folder: "data folder photos does not exist" before; now the folder the run began in."""
+    from omegaconf import OmegaConf
+
+    from cnnzoo.tasks.evaluate import run_config
+    from cnnzoo.tasks.launch import resume_args
+
+    run, trained_in, elsewhere = tmp_path / "run", tmp_path / "project", tmp_path / "elsewhere"
+    (run / ".hydra").mkdir(parents=True)
+    (trained_in / "photos").mkdir(parents=True)
+    elsewhere.mkdir()
+    groups = ["data=imagefolder", "data.root=photos", "data.num_classes=2"]
+    OmegaConf.save(compose_train(["model=resnet18", *groups]), run / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"runtime": {"cwd": str(trained_in)}}}, run / ".hydra" / "hydra.yaml")
+    monkeypatch.chdir(elsewhere)
+    cfg = run_config(compose_train([f"run={run}"], config="eval"))
+    assert cfg.data.root == str(trained_in / "photos")
+    (run / ".hydra" / "overrides.yaml").write_text("- data.root=photos\n")  # and resume=
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert f"data.root={trained_in / 'photos'}" in resume_args(run, [])
+    assert "data.root=mine" in resume_args(run, ["data.root=mine"])  # given now: that one
+    (trained_in / "photos").rmdir()  # not there either: as given, for the error to name it
+    assert run_config(compose_train([f"run={run}"], config="eval")).data.root == "photos"
+    assert "data.root=photos" in resume_args(run, [])
+
+
 def v01_config(run_config_file: Path) -> None:
     """Rewrite a run's saved config as cnnzoo 0.1 wrote it: flat model and optim configs (the
     builder's and the optimiser's arguments beside the run's keys), no module section."""

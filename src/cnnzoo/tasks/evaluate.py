@@ -30,7 +30,12 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct, plain_console
-from cnnzoo.tasks.folders import check_output_dir, release_unused_claims, run_checkpoint
+from cnnzoo.tasks.folders import (
+    check_output_dir,
+    release_unused_claims,
+    run_checkpoint,
+    where_it_ran,
+)
 from cnnzoo.tasks.launch import job_overrides
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,9 @@ def run_config(cfg: DictConfig) -> DictConfig:
             merged.paths.cache_dir = cache_dir
         if "loader" in merged.data:  # eval and predict read with the worker pipeline
             merged.data.loader = "workers"
+        root = OmegaConf.select(merged, "data.root", throw_on_resolution_failure=False)
+        if isinstance(root, str) and (found := where_it_ran(run, root)) is not None:
+            merged.data.root = found  # (data.root=photos, and this command runs elsewhere)
     for override in job_overrides() or []:
         key, _, value = override.partition("=")
         if key.split(".")[0] in ("model", "data") and "." in key:

@@ -19,6 +19,22 @@ def run_checkpoint(run: Path, name: str = "last") -> Path:
     return Path(run) / "checkpoints" / f"{name}.ckpt"
 
 
+def where_it_ran(run: Path, path: str) -> str | None:
+    """A run's relative ``path`` (``data.root=photos``) from the folder the run was started
+    in (Hydra's ``runtime.cwd``), when it is there: so the run can be evaluated, predicted
+    with or resumed from any folder. None for an absolute path, or one not found there."""
+    if not path or Path(path).expanduser().is_absolute():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        cwd = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.cwd")
+    except OSError:
+        return None
+    there = Path(str(cwd)) / path
+    return str(there) if cwd and there.exists() else None
+
+
 def unique_sweep_dir(path: str) -> str:
     """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
     starts: the jobs that the submitit launcher submits compose the sweep's config again in

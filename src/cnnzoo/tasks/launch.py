@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError, UserError
-from cnnzoo.tasks.folders import is_first_rank, own_folder, run_checkpoint
+from cnnzoo.tasks.folders import is_first_rank, own_folder, run_checkpoint, where_it_ran
 from cnnzoo.tasks.resolvers import register_resolvers
 
 
@@ -70,6 +70,10 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
         for o in OmegaConf.load(overrides_file)
         if o.split("=", 1)[0].lstrip("+~") not in given | {"ckpt_path", "hydra.run.dir"}
     ]
+    for i, override in enumerate(original):  # data.root=photos, resumed from another folder
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "data.root" and (found := where_it_ran(run, value)):
+            original[i] = f"{key}={found}"
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     return [
         *original,
