@@ -14,9 +14,10 @@ log = logging.getLogger(__name__)
 
 def wandb_credentials_present() -> bool:
     """True when ``WANDB_API_KEY`` is set or the netrc file has an entry for the W&B host that
-    wandb logs in to (``WANDB_BASE_URL``, else the installed wandb's default: since wandb 0.2x
-    ``api.forge.coreweave.com``, where ``wandb login`` writes the key, before ``api.wandb.ai``).
-    wandb's own netrc reader decides where it has one; older wandb: the netrc file, here."""
+    wandb logs in to (``WANDB_BASE_URL``, else the installed wandb's default: with wandb 0.31
+    ``api.forge.coreweave.com``, where its ``wandb login`` writes the key; ``api.wandb.ai``
+    before). wandb's own netrc reader decides where it has one; without it (older wandb), the
+    netrc file is read here."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:

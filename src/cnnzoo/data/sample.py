@@ -195,7 +195,7 @@ def build_in_place(root: Path, build: Callable[[Path], object], done: Callable[[
     """``build(tmp)`` in a temporary sibling folder, then renamed to ``root``: an interrupted
     build never leaves a partial folder, and when several processes (DDP ranks) build at once
     the first rename wins and the others, finding ``done()``, use it. The builder holds a lock
-    on its folder; a killed one's folder (SIGKILL, or SIGTERM with Python's default handler
+    on its folder; a killed one's folder (SIGKILL, and SIGTERM under Python's default handler,
     skip the clean-up) is removed by the next build, once nobody holds its lock."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))

@@ -202,18 +202,13 @@ def prepare_argv(argv: list[str]) -> list[str]:
                 f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
                 + fix
             )
-    sweep_dir = _value(args, "hydra.sweep.dir")
-    if multirun and sweep_dir and "$" not in sweep_dir and is_first_rank():
-        _refuse_a_used_sweep_dir(Path(sweep_dir))
-    return argv
-
-
-def _refuse_a_used_sweep_dir(sweep_dir: Path) -> None:
-    if _holds_a_sweep(sweep_dir):
+    sweep_dir = _value(args, "hydra.sweep.dir") or "$"
+    if multirun and "$" not in sweep_dir and is_first_rank() and _holds_a_sweep(Path(sweep_dir)):
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir} already holds a sweep; a new sweep never writes over "
             f"one. Choose another folder (a job of it continues with resume={sweep_dir}/<job>)."
         )
+    return argv
 
 
 def check_slurm_answers() -> None:
