@@ -58,6 +58,19 @@ def test_a_linear_probe_changes_only_the_classifier(photos, weights, tmp_path, o
     assert len(ckpt["optimizer_states"][0]["param_groups"][0]["params"]) == 2  # fc w and b
 
 
+def test_fine_tuning_without_weights_is_refused(photos, weights, tmp_path, capsys):
+    """A forgotten model.weights= trained the fine-tuning recipe (lr 0.001) from random weights."""
+    args = [a for a in finetune(photos, weights, tmp_path) if not a.startswith("model.weights=")]
+    with pytest.raises(SystemExit):
+        train(compose_train(args, out=tmp_path))
+    assert "error: this recipe fine-tunes trained weights: give model.weights=FILE.pth" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "checkpoints").exists()
+    cfg = compose_train([*args, "requires_weights=false"], out=tmp_path / "scratch")
+    assert cfg.model.weights is None and not cfg.requires_weights  # (trains: not run here)
+
+
 def test_only_the_heads_group_has_the_multiplied_lr(photos, weights, tmp_path):
     cfg = compose_train(finetune(photos, weights, tmp_path, "optim.head_lr_mult=10",
                                  "model.lr=0.01"), out=tmp_path)  # fmt: skip

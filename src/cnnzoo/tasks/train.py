@@ -233,6 +233,15 @@ def _train(cfg: DictConfig) -> float | None:
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
     check_accelerator(cfg.trainer)
+    if cfg.get("requires_weights") and not (
+        cfg.model.get("weights") or cfg.model.get("pretrained")
+    ):
+        raise ConfigError(  # (without, a fine-tuning recipe trained from random weights)
+            "this recipe fine-tunes trained weights: give model.weights=FILE.pth (torchvision's "
+            "format, e.g. resnet18-f37072fd.pth, or a run's export) or model.pretrained=true "
+            "(torchvision's, from the torch hub cache); requires_weights=false trains it from "
+            "random weights."
+        )
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r}: give a whole number (42 by default).")
     pl.seed_everything(cfg.seed, workers=True)
