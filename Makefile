@@ -32,7 +32,12 @@ sweep: $(STAMP)  ## a small sweep on the sample data (2 models x 2 optimisers), 
 	$(BIN)/python report.py $$(ls -d outputs/train/multirun_* | tail -1)
 
 report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report RUNS='outputs/train/...'
-	$(BIN)/python report.py $(or $(RUNS),$$(ls -d outputs/train/multirun_* | tail -1))
+	@runs="$(RUNS)"; [ -n "$$runs" ] || runs=$$(ls -d outputs/train/multirun_* 2>/dev/null | tail -1); \
+	if [ -z "$$runs" ]; then \
+		echo "no sweep in outputs/train yet: make sweep first, or make report RUNS='outputs/train/<run> ...'" >&2; \
+		exit 2; \
+	fi; \
+	echo "$(BIN)/python report.py $$runs"; $(BIN)/python report.py $$runs
 
 test: $(STAMP)  ## run the whole test suite (CPU, offline; a local SLURM is started for its tests)
 	$(BIN)/python -m pytest $(ARGS)
