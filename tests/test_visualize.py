@@ -94,6 +94,10 @@ def test_a_training_image_is_its_own_nearest_neighbour_and_the_index_is_cached(r
     stamp = cache.stat().st_mtime_ns
     visualize(run, "what=neighbours", f"images=[{query[0]}]")  # a second query: the cache
     assert cache.stat().st_mtime_ns == stamp
+    cache.write_bytes(cache.read_bytes()[:1000])  # damaged (a full disk): made again, no crash
+    visualize(run, "what=neighbours", f"images=[{query[0]}]")
+    assert torch.load(cache, weights_only=True)["paths"] == saved["paths"]
+    assert not list((run / "visualize").glob("*.partial"))
 
 
 def test_gradcam_is_largest_where_the_object_is():

@@ -20,7 +20,9 @@ picture never replaces an earlier one: ``filters.png``, then ``filters-2.png``, 
 has a W&B run, the pictures are logged to it too (``visualize/<name>``, the same run id).
 """
 
+import logging
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -37,6 +39,8 @@ from cnnzoo.tasks.evaluate import (
     load_module,
     run_config,
 )
+
+log = logging.getLogger(__name__)
 
 VIEWS = ("filters", "confusion", "neighbours", "gradcam")
 # Where Grad-CAM looks, by family: the last convolutional block (its output keeps the spatial
@@ -214,8 +218,11 @@ def train_index(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path
     key = hashlib.sha1(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     cache = out / f".neighbours-{checkpoint.stem}-{key.hexdigest()[:12]}.pt"
     if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
-        return saved["features"].float() * saved["scale"], saved["paths"]
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return saved["features"].float() * saved["scale"], saved["paths"]
+        except Exception as e:  # damaged (a disk that filled up): computed again
+            log.warning("the feature cache %s is unreadable (%s); computing it again", cache, e)
     if isinstance(datamodule, ShardDataModule) or not hasattr(datamodule, "eval_loader"):
         raise ConfigError(NO_TREE.format(data=cfg.data._target_))
     datamodule.prepare_data()
@@ -229,7 +236,7 @@ def train_index(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path
     paths = [index.path(i) for i in range(len(index))]
     features = torch.cat(features)
     scale = features.abs().max().clamp_min(1e-12)  # float16 (half the disk) without overflow
-    tmp = cache.with_suffix(".partial")
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # (two at once: one file each)
     torch.save({"features": (features / scale).half(), "scale": scale, "paths": paths}, tmp)
     tmp.replace(cache)
     return features, paths
