@@ -159,6 +159,26 @@ def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_
 
 
 @pytest.mark.slow
+def test_an_export_that_fails_leaves_no_half_file(trained, tmp_path, monkeypatch):
+    """A full disk, an interrupted export: the half-written file stayed under the name (and the
+    next export refused to replace it); with overwrite=true the good one was lost."""
+    out = tmp_path / "resnet18.pth"
+    good = export_main([f"run={trained}", f"out={out}"]).read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_main([f"run={trained}", f"out={tmp_path / 'other.pth'}"])
+    with pytest.raises(OSError, match="No space left"):
+        export_main([f"run={trained}", f"out={out}", "overwrite=true"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet18.pth"]
+    assert out.read_bytes() == good
+
+
+@pytest.mark.slow
 def test_torchscript_export_runs_without_cnnzoo(trained, tmp_path):
     out = tmp_path / "net.pt"
     export_main([f"run={trained}", "format=torchscript", f"out={out}"])

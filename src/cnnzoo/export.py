@@ -12,6 +12,7 @@ Options (``key=value``): ``run=`` (required), ``format=state_dict``, ``ckpt=best
 unless ``overwrite=true``).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -54,14 +55,7 @@ def export(options: dict[str, str]) -> Path:
     out = Path(options.get("out") or run / "export" / f"{cfg.model.name}{SUFFIX[fmt]}")
     if out.exists() and options["overwrite"].lower() != "true":
         raise ConfigError(f"{out} exists; choose out=... or overwrite=true.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.randn(1, 3, cfg.model.input_size, cfg.model.input_size)
-    if fmt == "state_dict":
-        torch.save(net.state_dict(), out)
-    elif fmt == "torchscript":
-        with torch.no_grad():
-            torch.jit.save(torch.jit.trace(net, example), out)
-    else:
+    if fmt == "onnx":
         try:
             import onnx  # noqa: F401
         except ImportError:
@@ -69,9 +63,24 @@ def export(options: dict[str, str]) -> Path:
                 "format=onnx needs the onnx package: pip install onnx onnxscript "
                 "(or pip install 'cnnzoo[onnx]')."
             ) from None
-        torch.onnx.export(
-            net, (example,), str(out), input_names=["images"], output_names=["logits"]
-        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(1, 3, cfg.model.input_size, cfg.model.input_size)
+    # Written beside it, then renamed: an export that fails or is interrupted leaves no
+    # half-written file under the name (and overwrite=true keeps the old one until then).
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        if fmt == "state_dict":
+            torch.save(net.state_dict(), partial)
+        elif fmt == "torchscript":
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(net, example), partial)
+        else:
+            torch.onnx.export(
+                net, (example,), str(partial), input_names=["images"], output_names=["logits"]
+            )
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"wrote {out}")
     return out
 
