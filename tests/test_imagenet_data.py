@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -264,6 +265,13 @@ def test_tree_problems_are_named(tmp_path):
     with pytest.raises(DataError, match=r"val holds no class folders.*It holds 9 files directly"
                        r".*cnnzoo.data.prepare_imagenet sorts them"):  # fmt: skip
         datamodule(root).setup()
+    train = make_tree(tmp_path / "t2") / "train"  # the train tar unpacked, its class tars not
+    for wnid in WNIDS:
+        shutil.rmtree(train / wnid)
+        (train / f"{wnid}.tar").write_bytes(b"")
+    with pytest.raises(DataError, match=r"train holds no class folders.*It holds 3 .tar files: "
+                       r"ILSVRC2012_img_train.tar's per-class archives, not unpacked"):  # fmt: skip
+        datamodule(train.parent).setup()
 
 
 def test_partial_imagenet_tree_names_missing_wnids(tmp_path):

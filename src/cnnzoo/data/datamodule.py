@@ -203,13 +203,22 @@ class ImageFolderDataModule(pl.LightningDataModule):
         for split in SPLITS:
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
-                loose = sum(1 for e in os.scandir(root / split) if e.is_file())
-                hint = (
-                    f" It holds {loose} files directly: ImageNet's val archive unpacked as it "
-                    "is? python -m cnnzoo.data.prepare_imagenet sorts them into class folders."
-                    if loose
-                    else ""
-                )
+                loose = [e.name for e in os.scandir(root / split) if e.is_file()]
+                tars = sum(name.endswith(".tar") for name in loose)
+                if tars > len(loose) // 2:
+                    hint = (
+                        f" It holds {tars} .tar files: ILSVRC2012_img_train.tar's per-class "
+                        "archives, not unpacked? python -m cnnzoo.data.prepare_imagenet --src "
+                        "<folder of ILSVRC2012_img_train.tar> unpacks each into its class folder."
+                    )
+                elif loose:
+                    hint = (
+                        f" It holds {len(loose)} files directly: ImageNet's val archive unpacked "
+                        "as it is? python -m cnnzoo.data.prepare_imagenet sorts them into class "
+                        "folders."
+                    )
+                else:
+                    hint = ""
                 raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.{hint}")
             if indexes[split].other_files and str(root / split) not in _SAID_LEFT_OUT:
                 _SAID_LEFT_OUT.add(str(root / split))  # (once a process: setup runs again)
