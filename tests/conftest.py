@@ -42,3 +42,17 @@ def offline_env(monkeypatch, tmp_path) -> dict[str, str]:
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     return dict(os.environ)
+
+
+@pytest.fixture(autouse=True)
+def rank_zero_stays_zero():
+    """A Trainer built with another global rank (NODE_RANK=1, RANK=3) sets Lightning's
+    ``rank_zero_only.rank`` for the whole process: every later test's loggers, checkpoints and
+    summaries would silently do nothing. The test that does it fails here instead."""
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    yield
+    ranks = {rank_zero_only.rank, utils_rank_zero_only.rank}
+    rank_zero_only.rank = utils_rank_zero_only.rank = 0
+    assert ranks == {0}, f"this test left Lightning's rank_zero_only.rank at {ranks}"

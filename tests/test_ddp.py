@@ -102,8 +102,8 @@ def test_several_nodes_with_nothing_to_start_them_are_refused(cache_dir, tmp_pat
                        r"srun.*torchrun --nnodes=2.*trainer.num_nodes=1\.$"):  # fmt: skip
         build_trainer(cfg)
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")  # the nodes started by hand, each with its rank
-    monkeypatch.setenv("NODE_RANK", "1")
-    assert build_trainer(cfg).num_nodes == 2
+    monkeypatch.setenv("NODE_RANK", "0")  # (1 would make this process rank 1 for Lightning's
+    assert build_trainer(cfg).num_nodes == 2  # rank_zero_only, a global: no later test logs)
 
 
 def test_slurm_launcher_asks_for_the_trainers_nodes_tasks_and_gpus(tmp_path):
