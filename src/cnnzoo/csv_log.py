@@ -7,6 +7,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from cnnzoo.files import replaced_atomically
+
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger (``metrics.csv`` and ``hparams.yaml`` in the run folder), except
@@ -44,9 +46,7 @@ class _ContinuedWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             rows = [r for r in reader if float(r.get("step") or 0) < self.resume_step]
             self.metrics_keys = list(reader.fieldnames or [])
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", newline="") as f:
+        with replaced_atomically(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)

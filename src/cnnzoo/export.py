@@ -12,7 +12,6 @@ Options (``key=value``): ``run=`` (required), ``format=state_dict``, ``ckpt=best
 unless ``overwrite=true``).
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError
+from cnnzoo.files import replaced_atomically
 from cnnzoo.tasks.cli import exit_on_user_error
 
 SUFFIX = {"state_dict": ".pth", "torchscript": ".pt", "onnx": ".onnx"}
@@ -65,10 +65,9 @@ def export(options: dict[str, str]) -> Path:
             ) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, 3, cfg.model.input_size, cfg.model.input_size)
-    # Written beside it, then renamed: an export that fails or is interrupted leaves no
-    # half-written file under the name (and overwrite=true keeps the old one until then).
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    try:
+    # (an export that fails or is interrupted leaves no half-written file under the name, and
+    # overwrite=true keeps the old one until the new one is whole)
+    with replaced_atomically(out) as partial:
         if fmt == "state_dict":
             torch.save(net.state_dict(), partial)
         elif fmt == "torchscript":
@@ -78,9 +77,6 @@ def export(options: dict[str, str]) -> Path:
             torch.onnx.export(
                 net, (example,), str(partial), input_names=["images"], output_names=["logits"]
             )
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     print(f"wrote {out}")
     return out
 

@@ -1,13 +1,13 @@
 """A run's record, ``results.json``: one owner writes it, whole and atomically, at each change."""
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
 from cnnzoo.callbacks.requeue import Requeued
+from cnnzoo.files import replaced_atomically
 
 
 class RunRecord(pl.Callback):
@@ -60,9 +60,8 @@ class RunRecord(pl.Callback):
         record = self.record()
         if self.writes:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".results.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp, self.path)
+            with replaced_atomically(self.path) as tmp:
+                tmp.write_text(json.dumps(record, indent=2) + "\n")
         return record
 
     def finish(self, **results: Any) -> dict[str, Any]:

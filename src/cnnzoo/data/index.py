@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.files import replaced_atomically
+
 log = logging.getLogger(__name__)
 
 # The one list of image file types cnnzoo reads (folders, shards, verify), lower case.
@@ -229,10 +231,9 @@ def _read(path: Path) -> tuple[dict, SplitIndex] | None:
 def _write(path: Path, index: SplitIndex, meta: dict) -> None:
     others = {"other_files": index.other_files, "other_examples": list(index.other_examples)}
     header = json.dumps(meta | others).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 meta=np.frombuffer(header, dtype=np.uint8),
@@ -240,7 +241,5 @@ def _write(path: Path, index: SplitIndex, meta: dict) -> None:
                 blob=index.blob,
                 offsets=index.offsets,
             )
-        os.replace(tmp, path)
     except OSError as e:  # a read-only cache folder
         log.warning("could not save the file index to %s (%s); the next start walks again", path, e)
-        tmp.unlink(missing_ok=True)

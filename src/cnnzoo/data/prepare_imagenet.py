@@ -35,6 +35,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from cnnzoo.errors import DataError
+from cnnzoo.files import replaced_atomically
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -124,10 +125,8 @@ def _safe_name(name: str) -> str | None:
 
 
 def _write_atomic(data: io.BufferedReader, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.partial")
-    with open(tmp, "wb") as f:
+    with replaced_atomically(target) as tmp, open(tmp, "wb") as f:
         shutil.copyfileobj(data, f)
-    os.replace(tmp, target)
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ has a W&B run, the pictures are logged to it too (``visualize/<name>``, the same
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
 from cnnzoo.errors import ConfigError
+from cnnzoo.files import replaced_atomically
 from cnnzoo.tasks.evaluate import (
     class_names,
     device,
@@ -236,9 +236,8 @@ def train_index(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path
     paths = [index.path(i) for i in range(len(index))]
     features = torch.cat(features)
     scale = features.abs().max().clamp_min(1e-12)  # float16 (half the disk) without overflow
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # (two at once: one file each)
-    torch.save({"features": (features / scale).half(), "scale": scale, "paths": paths}, tmp)
-    tmp.replace(cache)
+    with replaced_atomically(cache) as tmp:  # (two queries at once: a file each, then renamed)
+        torch.save({"features": (features / scale).half(), "scale": scale, "paths": paths}, tmp)
     return features, paths
 
 

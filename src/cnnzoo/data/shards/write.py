@@ -15,6 +15,7 @@ from rich.progress import Progress
 from cnnzoo.data.classes import imagenet_wnids
 from cnnzoo.data.datamodule import ImageFolderDataModule
 from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.files import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,7 @@ def _write_shard(folder: str, members: list[tuple[int, str, int]], path: str) ->
     temporary name and renamed when complete. Returns the number of images."""
     import webdataset as wds
 
-    tmp = Path(path).with_name(f".{Path(path).name}.partial")
-    with tmp.open("wb") as stream:
+    with replaced_atomically(path) as tmp, tmp.open("wb") as stream:
         writer = wds.TarWriter(stream, encoder=False, mtime=0, user="cnnzoo", group="cnnzoo")
         for key, relpath, target in members:
             ext = Path(relpath).suffix.lower().lstrip(".")
@@ -127,14 +127,12 @@ def _write_shard(folder: str, members: list[tuple[int, str, int]], path: str) ->
                 }
             )
         writer.close()
-    os.replace(tmp, path)
     return len(members)
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1) + "\n")
 
 
 def load_meta(root: Path | None, setting: str) -> dict:
