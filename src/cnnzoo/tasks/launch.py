@@ -20,11 +20,26 @@ from cnnzoo.tasks.folders import is_first_rank, own_folder, run_checkpoint, wher
 from cnnzoo.tasks.resolvers import register_resolvers
 
 
+def _key(arg: str) -> str:
+    """The key an override sets (``+a.b=1``, ``~a.b``: ``a.b``)."""
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
 def _value(args: list[str], key: str) -> str | None:
     for arg in args:
-        if arg.split("=", 1)[0].lstrip("+~") == key and "=" in arg:
+        if _key(arg) == key and "=" in arg:
             return arg.split("=", 1)[1]
     return None
+
+
+def _without(args: list[str], key: str) -> list[str]:
+    return [a for a in args if _key(a) != key]
+
+
+def _folder(args: list[str], key: str) -> Path | None:
+    """The folder an override names literally (one with ``${...}`` is Hydra's to resolve)."""
+    value = _value(args, key)
+    return Path(value) if value and "$" not in value else None
 
 
 def _holds_a_run(folder: Path) -> bool:
@@ -64,11 +79,11 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
             f"resume={run}: the run has no checkpoint to continue from ({last} is missing); "
             "start a new run instead."
         )
-    given = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a}
+    given = {_key(a) for a in args if "=" in a}
     original = [
         o
         for o in OmegaConf.load(overrides_file)
-        if o.split("=", 1)[0].lstrip("+~") not in given | {"ckpt_path", "hydra.run.dir"}
+        if _key(o) not in given | {"ckpt_path", "hydra.run.dir"}
     ]
     for i, override in enumerate(original):  # data.root=photos, resumed from another folder
         key, _, value = override.partition("=")
@@ -140,12 +155,11 @@ def slurm_args(args: list[str]) -> list[str]:
     if _value(args, "resume") is not None:
         return [*args, *extra]
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    given = _value(args, "hydra.run.dir")
-    if given is not None:  # the job's own folder: when requeued, its run continues there
-        if not restarts or "$" in given or not _holds_a_run(Path(given)):
+    if _value(args, "hydra.run.dir") is not None:  # the job's own folder
+        given = _folder(args, "hydra.run.dir")
+        if not restarts or given is None or not _holds_a_run(given):
             return [*args, *extra]
-        rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "hydra.run.dir"]
-        return _continued(Path(given), rest, rank, extra)
+        return _continued(given, _without(args, "hydra.run.dir"), rank, extra)  # requeued
     from cnnzoo.callbacks.requeue import slurm_job_id
 
     folder = f"slurm-{slurm_job_id()}"
@@ -182,7 +196,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if resume is not None:
         if multirun:
             raise ConfigError("resume= continues one run; it cannot be combined with -m.")
-        rest = [a for a in args if a.split("=", 1)[0].lstrip("+~") != "resume"]
+        rest = _without(args, "resume")
         if not resume.strip():
             raise ConfigError("resume= is empty: give a run folder (resume=outputs/train/<run>).")
         if is_first_rank() and (Path(resume) / ".hydra" / "overrides.yaml").is_file():
@@ -190,11 +204,11 @@ def prepare_argv(argv: list[str]) -> list[str]:
         return [argv[0], *resume_args(Path(resume), rest)]
     if _value(args, "hydra/launcher") == "slurm":
         check_slurm_answers()
-    run_dir = _value(args, "hydra.run.dir")
-    if run_dir and not multirun and is_first_rank() and "$" not in run_dir:
+    run_dir = _folder(args, "hydra.run.dir")
+    if run_dir and not multirun and is_first_rank():
         own_folder(run_dir)  # two runs started into one folder at once: one goes on
-        if _holds_a_record(Path(run_dir)) and not _value(args, "ckpt_path"):
-            if Path(argv[0]).name == "train.py" and _holds_a_run(Path(run_dir)):
+        if _holds_a_record(run_dir) and not _value(args, "ckpt_path"):
+            if Path(argv[0]).name == "train.py" and _holds_a_run(run_dir):
                 fix = f"Continue it with resume={run_dir}, or choose another folder."
             else:
                 fix = "Choose another folder."
@@ -202,8 +216,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
                 f"hydra.run.dir={run_dir} already holds a run; a new run never writes over one. "
                 + fix
             )
-    sweep_dir = _value(args, "hydra.sweep.dir") or "$"
-    if multirun and "$" not in sweep_dir and is_first_rank() and _holds_a_sweep(Path(sweep_dir)):
+    sweep_dir = _folder(args, "hydra.sweep.dir")
+    if multirun and sweep_dir and is_first_rank() and _holds_a_sweep(sweep_dir):
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir} already holds a sweep; a new sweep never writes over "
             f"one. Choose another folder (a job of it continues with resume={sweep_dir}/<job>)."
