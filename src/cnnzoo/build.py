@@ -165,6 +165,12 @@ def check_input_size(model_cfg: DictConfig) -> None:
             ) from None
 
 
+def starts_trained(model_cfg: DictConfig) -> bool:
+    """Whether the network starts from trained weights: a file (``model.weights``) or
+    torchvision's published ones (``model.pretrained``)."""
+    return bool(model_cfg.get("weights") or model_cfg.get("pretrained"))
+
+
 def model_gmacs(model_cfg: DictConfig) -> float:
     """Multiply-adds of one eval forward pass of one ``model.input_size`` image, in billions
     (counted on the meta device: no memory, no arithmetic)."""

@@ -50,6 +50,25 @@ SPLITS = ("train", "val")
 IMAGENET_IMAGES = {"train": 1_281_167, "val": 50_000}
 
 
+def _unpacked_how(split: Path) -> str:
+    """What a split folder without class folders holds instead, as ImageNet's archives leave
+    it: the train archive's per-class .tar files, or the val archive's loose images."""
+    loose = [e.name for e in os.scandir(split) if e.is_file()]
+    tars = sum(name.endswith(".tar") for name in loose)
+    if tars > len(loose) // 2:
+        return (
+            f" It holds {tars} .tar files: ILSVRC2012_img_train.tar's per-class archives, not "
+            "unpacked? python -m cnnzoo.data.prepare_imagenet --src <folder of "
+            "ILSVRC2012_img_train.tar> unpacks each into its class folder."
+        )
+    if loose:
+        return (
+            f" It holds {len(loose)} files directly: ImageNet's val archive unpacked as it is? "
+            "python -m cnnzoo.data.prepare_imagenet sorts them into class folders."
+        )
+    return ""
+
+
 _SAID_LEFT_OUT: set[str] = set()  # the splits whose files left out by name were named
 
 
@@ -203,23 +222,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         for split in SPLITS:
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
-                loose = [e.name for e in os.scandir(root / split) if e.is_file()]
-                tars = sum(name.endswith(".tar") for name in loose)
-                if tars > len(loose) // 2:
-                    hint = (
-                        f" It holds {tars} .tar files: ILSVRC2012_img_train.tar's per-class "
-                        "archives, not unpacked? python -m cnnzoo.data.prepare_imagenet --src "
-                        "<folder of ILSVRC2012_img_train.tar> unpacks each into its class folder."
-                    )
-                elif loose:
-                    hint = (
-                        f" It holds {len(loose)} files directly: ImageNet's val archive unpacked "
-                        "as it is? python -m cnnzoo.data.prepare_imagenet sorts them into class "
-                        "folders."
-                    )
-                else:
-                    hint = ""
-                raise DataError(f"{root / split} holds no class folders. Expected {LAYOUT}.{hint}")
+                raise DataError(
+                    f"{root / split} holds no class folders. Expected {LAYOUT}."
+                    + _unpacked_how(root / split)
+                )
             if indexes[split].other_files and str(root / split) not in _SAID_LEFT_OUT:
                 _SAID_LEFT_OUT.add(str(root / split))  # (once a process: setup runs again)
                 log.warning(

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnzoo.build import build_datamodule, build_module, upgrade_run_config
+from cnnzoo.build import build_datamodule, build_module, starts_trained, upgrade_run_config
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
@@ -130,7 +130,7 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
         return module.eval(), trained
     if ema:
         raise ConfigError("eval.ema=true needs a checkpoint (run= or ckpt_path=).")
-    if not cfg.model.get("weights") and not cfg.model.get("pretrained"):
+    if not starts_trained(cfg.model):
         raise ConfigError(  # (a forgotten run= scored a random network, and recorded it)
             f"no trained weights named, so {cfg.model.name} would have random ones: give "
             "run=outputs/train/<run>, ckpt_path=FILE.ckpt with model= and data=, "

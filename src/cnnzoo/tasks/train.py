@@ -26,6 +26,7 @@ from cnnzoo.build import (
     check_input_size,
     effective_lr,
     model_gmacs,
+    starts_trained,
 )
 from cnnzoo.callbacks import Throughput
 from cnnzoo.callbacks.record import RunRecord
@@ -233,9 +234,7 @@ def _train(cfg: DictConfig) -> float | None:
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
     check_accelerator(cfg.trainer)
-    if cfg.get("requires_weights") and not (
-        cfg.model.get("weights") or cfg.model.get("pretrained")
-    ):
+    if cfg.get("requires_weights") and not starts_trained(cfg.model):
         raise ConfigError(  # (without, a fine-tuning recipe trained from random weights)
             "this recipe fine-tunes trained weights: give model.weights=FILE.pth (torchvision's "
             "format, e.g. resnet18-f37072fd.pth, or a run's export) or model.pretrained=true "
