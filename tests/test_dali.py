@@ -126,6 +126,26 @@ def test_a_file_dali_cannot_decode_is_named(tmp_path, cache_dir, looks_whole):
     assert {path for path, _ in skipping.new_skipped()} == bad
 
 
+def test_camera_orientation_as_the_workers_apply_it(tmp_path, cache_dir):
+    """DALI's decoder turns a photo by its EXIF Orientation tag; so do the workers."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "tree"
+    shutil.copytree(next(cache_dir.glob("sample_*")), root)
+    for path in (root / "val").rglob("*"):
+        if path.is_file():
+            with Image.open(path) as image:
+                pixels = image.convert("RGB")
+            exif = Image.Exif()
+            exif[0x0112] = 6  # stored sideways: "rotate 90 clockwise to view"
+            pixels.save(path, format="JPEG", quality=95, exif=exif)
+    workers, dali = (sample(cache_dir, root=str(root), loader=way) for way in ("workers", "dali"))
+    a, b = (next(iter(dm.val_dataloader()))[0] for dm in (workers, dali))
+    assert (a - b).abs().mean() < 0.15 * a.abs().mean()
+
+
 def test_skip_leaves_bad_files_out_and_lists_them(tmp_path, cache_dir):
     root, bad = broken(tmp_path, cache_dir)
     dm = sample(cache_dir, loader="dali", root=str(root), on_bad_file="skip", batch_size=16)

@@ -358,6 +358,32 @@ def test_16_bit_grey_images_keep_their_greys(tmp_path, decoder):
     assert torch.equal(channel, torch.from_numpy((grey >> 8).astype(np.uint8)))
 
 
+def camera_jpeg(path: Path, orientation: int) -> np.ndarray:
+    """A 64x32 JPEG, red top half and blue bottom, stored with an EXIF Orientation tag (a phone
+    held upright stores its landscape sensor's pixels and tag 6, "rotate 90 clockwise")."""
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:16, :, 0] = pixels[16:, :, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    return pixels
+
+
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_camera_orientation_is_applied(tmp_path, decoder):
+    """As a viewer shows the photo, and as DALI's decoder gives it (adjust_orientation)."""
+    from cnnzoo.data.images import load_image
+
+    for orientation, turned in ((1, 0), (6, -1), (3, 2), (8, 1)):
+        path = tmp_path / f"photo_{orientation}.jpg"
+        stored = camera_jpeg(path, orientation)
+        decoded = load_image(str(path), decoder)
+        pixels = decoded.permute(1, 2, 0).numpy() if decoder == "torchvision" else decoded
+        expected = np.rot90(stored, turned)  # np.rot90 turns anticlockwise; -1: clockwise
+        assert np.asarray(pixels).shape == expected.shape, orientation
+        assert np.abs(np.asarray(pixels, np.int16) - expected).mean() < 8, orientation
+
+
 @pytest.mark.parametrize("decoder", ["torchvision", "pil"])
 def test_bad_file_fails_naming_it_by_default(tmp_path, decoder):
     from cnnzoo.data.images import load_image

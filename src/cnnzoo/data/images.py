@@ -6,13 +6,14 @@ file is an error naming the file, or, with ``on_bad_file="skip"``, is left out o
 recorded so the epoch's end can list it.
 """
 
+import contextlib
 import io
 import os
 import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from cnnzoo.data.index import SplitIndex
@@ -45,13 +46,24 @@ def _pil_rgb(source, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF data" and friends
             with Image.open(source) as image:
+                image.load()  # decodes the whole file: a broken one fails here
+                upright(image)
                 if image.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): PIL's convert
                     image = image.point(lambda v: v * (1 / 256)).convert("L")  # clips to 255
-                return image.convert("RGB")  # decodes the whole file
+                return image.convert("RGB")
     except UnidentifiedImageError:  # (its message names a BytesIO object, not the file)
         raise BadImageError(name, f"not an image; it begins {_first_bytes(source)!r}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(name, f"{type(e).__name__}: {e}") from None
+
+
+def upright(image: Image.Image) -> None:
+    """Turn a loaded photo by its EXIF Orientation tag (a phone held upright stores its sensor's
+    landscape pixels and "rotate 90"), as image viewers, torchvision's
+    ``apply_exif_orientation`` and DALI's decoder (``adjust_orientation``, its default) do. An
+    EXIF block PIL cannot parse leaves the pixels as stored: it is metadata, not the image."""
+    with contextlib.suppress(Exception):  # malformed EXIF raises anything, struct to KeyError
+        ImageOps.exif_transpose(image, in_place=True)
 
 
 DECODERS = ("torchvision", "pil")
@@ -87,7 +99,7 @@ def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
                 from torchvision.io import ImageReadMode, decode_image
 
                 buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                return decode_image(buffer, mode=ImageReadMode.RGB)
+                return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except (ImportError, RuntimeError, ValueError):
             pass  # PIL decides (and names the reason when it cannot read it either)
     image = _pil_rgb(io.BytesIO(data), name)
