@@ -11,7 +11,9 @@ from helpers import compose_train
 from omegaconf import OmegaConf
 
 from cnnzoo.build import build_module
+from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.models import create_model
+from cnnzoo.tasks.resume import read_resume
 from cnnzoo.tasks.train import train
 
 
@@ -37,7 +39,7 @@ def weights(tmp_path_factory):
 
 
 def finetune(photos, weights, out, *extra):
-    return [f"data.root={photos}", "data.num_classes=2", f"model.weights={weights}",
+    return [f"data.root={photos}", f"model.weights={weights}",  # (data.num_classes: the folders)
             "experiment=finetune", "trainer=cpu", "data.batch_size=8", "data.num_workers=0",
             "model.input_size=32", "model.eval_resize=36", "trainer.max_epochs=1",
             "trainer.limit_train_batches=3", "logger=none", "callbacks.progress_bar=null",
@@ -89,9 +91,11 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
 
     out = tmp_path / "run"
     cfg = compose_train(finetune(photos, weights, out), out=out)
+    (out / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # as Hydra saves it: before training
+    assert cfg.data.num_classes is None  # data=imagefolder's: one class per folder
     train(cfg)
-    (out / ".hydra").mkdir()
-    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    assert cfg.data.num_classes == 2  # counted, and the model's head followed
     scored = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
     assert scored["images"] == 8 and {p["true"] for p in scored["most_confused"]} <= {
         "ants",
@@ -104,7 +108,8 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     # checkpoint names the classes, for predict.py and the Grad-CAM view.
     away = tmp_path / "copied-run"
     shutil.copytree(out, away)
-    OmegaConf.save(OmegaConf.merge(cfg, {"data": {"root": str(tmp_path / "not-here")}}),
+    saved = OmegaConf.load(out / ".hydra" / "config.yaml")  # (num_classes null: the checkpoint's)
+    OmegaConf.save(OmegaConf.merge(saved, {"data": {"root": str(tmp_path / "not-here")}}),
                    away / ".hydra" / "config.yaml")  # fmt: skip
     (answer,) = run_predict(compose_train([f"run={away}", f"images=[{image}]"], config="predict"))
     assert {t["name"] for t in answer["top"]} == {"ants", "bees"}
@@ -117,3 +122,53 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     assert torch.load(path, weights_only=True)["fc.weight"].shape == (2, 512)
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "finished"
+    # resume= and ckpt_path= with data.num_classes=null: as many as the checkpoint's
+    again = [*finetune(photos, weights, out), f"ckpt_path={out}/checkpoints/last.ckpt"]
+    resumed = compose_train(again)
+    assert read_resume(resumed) is not None and resumed.data.num_classes == 2
+    with pytest.raises(ConfigError, match="checkpoint of num_classes 2 but this run has 3"):
+        read_resume(compose_train([*again, "data.num_classes=3"]))
+
+
+def test_more_classes_than_folders_names_the_count(photos, tmp_path):
+    from cnnzoo.build import build_datamodule
+
+    cfg = compose_train(["data=imagefolder", f"data.root={photos}", "data.num_classes=3"])
+    with pytest.raises(DataError, match=r"has 2 class folders but data.num_classes=3\. Point "
+                       r"data.root at the full tree, or set data.num_classes=null \(one class "
+                       r"per folder\) or 2\."):  # fmt: skip
+        build_datamodule(cfg).setup("fit")
+
+
+def test_imagefolder_asks_for_its_own_root_and_counts_its_classes(monkeypatch):
+    """Its config once said ``???`` for both, which a merge over data=imagenet's values ignores:
+    ImageNet's 1000 classes (and IMAGENET_ROOT) were taken instead."""
+    monkeypatch.setenv("IMAGENET_ROOT", "/data/imagenet")
+    data = compose_train(["data=imagefolder"]).data
+    assert data.num_classes is None and data.root is None
+
+
+def test_fewer_photos_than_one_batch_is_refused(photos, weights, tmp_path, capsys):
+    """16 training photos and the recipe's batch of 64: the last partial batch is dropped, so
+    no step trained and a random network was tested and recorded as the run's result."""
+    with pytest.raises(SystemExit):
+        train(compose_train(finetune(photos, weights, tmp_path, "data.batch_size=64"),
+                            out=tmp_path))  # fmt: skip
+    assert "training has 16 images" in (err := capsys.readouterr().err)
+    assert "fewer than one batch (data.batch_size=64, 64 per device)" in err
+    assert "Set data.batch_size=16 or less." in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("batch", "fits"), [(16, True), (32, False)])
+def test_one_batch_per_rank_is_the_least(photos, batch, fits):
+    from helpers import fake_trainer, tiny_datamodule
+
+    dm = tiny_datamodule(photos, num_classes=2, batch_size=batch, wnids=None)
+    dm.setup("fit")
+    dm.trainer = fake_trainer(world_size=2, rank=1)  # 8 photos each; 16 or 8 per device
+    if fits:
+        assert len(dm.train_dataloader()) == 1
+    else:
+        with pytest.raises(DataError, match="Set data.batch_size=16 or less"):
+            dm.train_dataloader()

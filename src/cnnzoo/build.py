@@ -74,6 +74,13 @@ def build_net(model_cfg: DictConfig, **overrides: Any) -> nn.Module:
     return instantiate(net_config(model_cfg), **overrides)
 
 
+def classes_to_count(cfg: DictConfig) -> bool:
+    """``data.num_classes=null`` (``data=imagefolder``'s default): as many classes as the tree
+    has class folders, or as the run's checkpoint was trained with."""
+    data = cfg.get("data")
+    return data is not None and "num_classes" in data and data.num_classes is None
+
+
 def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
     """The run's LightningModule, from ``cfg.module`` with the effective lr (``overrides``
     replace module arguments, e.g. ``net=`` an already built network)."""
@@ -83,6 +90,8 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
             "config composed from conf/, or a run folder's."
         )
     net_config(cfg.model)  # (checked, not built: a build would draw from the seeded RNG)
+    if classes_to_count(cfg):
+        build_datamodule(cfg)  # data.num_classes=null: the class folders say how many
     arguments = {"lr": effective_lr(cfg), **overrides}
     return instantiate(cfg.module, **arguments, _convert_="all")
 
@@ -90,9 +99,14 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """``cfg.data``'s DataModule; an option its class does not take is named first, with the
     way to drop it (an ``experiment=`` sets options for its own data group, e.g. quickstart's
-    ``data.num_workers``, which ``data=synthetic`` does not have)."""
+    ``data.num_workers``, which ``data=synthetic`` does not have). ``data.num_classes=null``
+    becomes the number of class folders the tree holds, in ``cfg`` too."""
     check_options(cfg.data, "data")
-    return instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
+    if classes_to_count(cfg):
+        with open_dict(cfg):  # (the model's head follows: model.num_classes=${data.num_classes})
+            cfg.data.num_classes = datamodule.settle_num_classes()
+    return datamodule
 
 
 def check_options(node: DictConfig, group: str) -> None:

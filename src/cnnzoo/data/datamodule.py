@@ -84,7 +84,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     Args (beyond the sizes and the loader's):
         num_classes: classes to train on. Fewer than the tree holds, when they divide, is the
             fixed subset of every k-th class in sorted order (``num_classes=100`` on ImageNet:
-            every 10th wnid from n01440764); more is an error.
+            every 10th wnid from n01440764); more is an error. None (``data=imagefolder``'s
+            default): one class per class folder, counted by ``settle_num_classes``.
         wnids: ``"imagenet"``: every class folder must be an ILSVRC-2012 wnid (names a stray
             folder); None: any folder names (``data=imagefolder``).
         val_from_train: hold out this many training images per class (chosen with
@@ -113,7 +114,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self,
         root: str | None,
         *,
-        num_classes: int,
+        num_classes: int | None,
         batch_size: int = 256,
         num_workers: int | str = 8,
         image_size: int = 224,
@@ -197,7 +198,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_transform(image_size, **self.train_options)
         except ValueError as e:
             raise ConfigError(f"data: {e}.") from None
-        self.mix = batch_mix(mixup_alpha, cutmix_alpha, num_classes)
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.mix = batch_mix(mixup_alpha, cutmix_alpha, num_classes) if num_classes else None
         _choice("loader", loader, LOADERS)
         _choice("dali_device", dali_device, dali.DEVICES)
         self.loader, self.dali_device = loader, dali_device
@@ -239,6 +241,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.reindex = False  # rebuild once, not on every call
         return indexes
 
+    def settle_num_classes(self) -> int:
+        """``num_classes``; when None, the number of class folders the tree holds (checked as
+        ``setup`` checks them), which it then keeps."""
+        if self.num_classes is None:
+            train, _ = self.checked_indexes()
+            self.num_classes = len(train.classes)
+            self.mix = batch_mix(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
+            log.info("data.num_classes=%d: the class folders of %s", self.num_classes, train.folder)
+        return self.num_classes
+
     def checked_indexes(self) -> tuple[SplitIndex, SplitIndex]:
         """The train and val indexes of the whole tree, checked (``DataError`` naming what is
         wrong: empty class folders, stray folders, splits that disagree, too few classes)."""
@@ -255,6 +267,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         them), and build the transforms for the device the trainer runs on."""
         if self.is_set_up():
             return
+        self.settle_num_classes()
         train, official_val = self.checked_indexes()
         classes = self._chosen_classes(train.classes)
         train = _only_classes(train, classes)
@@ -334,15 +347,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"(e.g. {only}); both splits need the same wnid folders ({LAYOUT})."
             )
         found = len(train.classes)
-        if found < self.num_classes:
-            missing = ""
+        if self.num_classes is not None and found < self.num_classes:
+            missing, fix = "", f"set data.num_classes={found}"
             if self.wnids == "imagenet" and self.num_classes == len(imagenet_wnids()):
                 absent = sorted(set(imagenet_wnids()) - set(train.classes))
                 missing = f" (a partial tree: missing {len(absent)}, e.g. {absent[:3]})"
+            if self.wnids is None:  # data=imagefolder: any classes, as many as it holds
+                fix = f"set data.num_classes=null (one class per folder) or {found}"
             raise DataError(
                 f"{root / 'train'} has {found} class folders but data.num_classes="
                 f"{self.num_classes}{missing}. Point {self.root_setting} at the full tree, "
-                "or set data.num_classes to match."
+                f"or {fix}."
             )
 
     def _chosen_classes(self, classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -505,6 +520,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if shuffle:
+            self._check_a_batch_fits(split)
         if self.loader == "dali":
             batch = self.pass_batch_size(train=shuffle)
             sampler = self._sampler(split, shuffle)
@@ -528,6 +545,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
+
+    def _check_a_batch_fits(self, split: str) -> None:
+        """Training drops the last partial batch: a split smaller than one batch would train
+        no step at all (Lightning: "No training batches"), and test a random network."""
+        share, batch = len(self._sampler(split, shuffle=True)), self.pass_batch_size(train=True)
+        if share < batch:
+            images = len(self.datasets[split])
+            raise DataError(
+                f"training has {images} images ({self.root / 'train'}), fewer than one batch "
+                f"(data.batch_size={self.batch_size}, {batch} per device), so no training step "
+                f"would run. Set data.batch_size={_at_most(images)} or less."
+            )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -673,6 +702,11 @@ def _split_per_class(
         )
     picked = pick_per_class(index.targets, len(index.classes), n, seed)
     return index.select(np.flatnonzero(picked)), index.select(np.flatnonzero(~picked))
+
+
+def _at_most(images: int) -> int:
+    """A batch size for a training split of ``images``: the largest power of two it holds."""
+    return 1 << (max(images, 1).bit_length() - 1)
 
 
 def pick_per_class(targets: np.ndarray, num_classes: int, n: int, seed: int) -> np.ndarray:

@@ -22,7 +22,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnzoo.build import build_datamodule, build_module, starts_trained, upgrade_run_config
+from cnnzoo.build import (
+    build_datamodule,
+    build_module,
+    classes_to_count,
+    starts_trained,
+    upgrade_run_config,
+)
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
@@ -110,19 +116,21 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
     """The network in eval mode with the chosen weights, and what its checkpoint says (None
     without one); a checkpoint of another architecture or class count is refused naming both."""
     path = checkpoint_path(cfg)
-    if path is not None:  # the checkpoint's weights replace any the model config names
-        with open_dict(cfg):
-            cfg.model.weights = None
-            if "pretrained" in cfg.model:
-                cfg.model.pretrained = False
-    module = build_module(cfg)
-    if path is not None:
-        checkpoint = read_torch_file(path)
+    checkpoint = read_torch_file(path) if path is not None else None
+    if checkpoint is not None:
         if "state_dict" not in checkpoint:
             raise ConfigError(
                 f"{path} is not a training checkpoint; for a torchvision-format state dict use "
                 "model.weights=... instead of ckpt_path=."
             )
+        with open_dict(cfg):  # the checkpoint's weights replace any the model config names
+            cfg.model.weights = None
+            if "pretrained" in cfg.model:
+                cfg.model.pretrained = False
+            if classes_to_count(cfg):
+                cfg.data.num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
+    module = build_module(cfg)
+    if checkpoint is not None:
         module.on_load_checkpoint(checkpoint)
         module.net.load_state_dict(net_state_dict(checkpoint, ema=ema, source=str(path)))
         names = datamodule_state(checkpoint).get("class_names")
