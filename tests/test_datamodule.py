@@ -1,5 +1,7 @@
 """The ImageFolder DataModule: clear errors for bad trees, global batch semantics."""
 
+import shutil
+
 import pytest
 import torch
 from helpers import fake_trainer, tiny_datamodule
@@ -15,7 +17,7 @@ def module(root, **kwargs) -> ImageFolderDataModule:
 def test_missing_root_names_path_layout_and_setting(tmp_path):
     missing = tmp_path / "no-such-imagenet"
     with pytest.raises(DataError) as e:
-        module(str(missing)).setup()
+        module(str(missing), wnids="imagenet").setup()
     message = str(e.value)
     assert str(missing) in message and "does not exist" in message
     assert "ROOT/train/<wnid>/*.JPEG" in message
@@ -33,11 +35,27 @@ def test_empty_root_says_what_was_found(tmp_path):
         module(str(tmp_path)).setup()
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_class_folders_without_a_val_split_say_how_to_split(cache_dir, tmp_path, split):
+    """The usual folder of one's own photos: ROOT/<class>/*.jpg, or ROOT/train/ alone."""
+    sample = next(cache_dir.glob("sample_*"))
+    root = tmp_path / "photos"
+    shutil.copytree(sample / "train", root / "train" if split else root)
+    with pytest.raises(DataError) as e:
+        tiny_datamodule(root, wnids=None, root_setting="data.root").setup()
+    message = str(e.value)
+    assert "Expected ROOT/train/<class>/* and ROOT/val/<class>/*" in message
+    held_out = f"some images of each class (one in five, say) in{'' if split else 'to'} {root}/val"
+    assert held_out in message
+    assert ("move the class folders into" in message) is not split
+    assert "prepare_imagenet" not in message  # (ImageNet's archives: data=imagenet only)
+
+
 def test_an_archive_given_as_the_root_is_named_a_file(tmp_path):
     archive = tmp_path / "ILSVRC2012_img_train.tar"
     archive.write_bytes(b"")
     with pytest.raises(DataError, match=f"data folder {archive} is a file, not a folder.*prepare"):
-        module(str(archive)).setup()
+        module(str(archive), wnids="imagenet").setup()
 
 
 def test_a_split_given_as_the_root_points_to_the_folder_above(tmp_path):

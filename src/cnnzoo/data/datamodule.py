@@ -69,6 +69,15 @@ def _unpacked_how(split: Path) -> str:
     return ""
 
 
+def _holds_class_folders(folder: Path) -> bool:
+    """Whether ``folder``'s first folders hold images (class folders: train/'s, or those of a
+    tree not yet split into train/ and val/)."""
+    for entry in sorted(folder.iterdir())[:5]:
+        if entry.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
+            return True
+    return False
+
+
 _SAID_LEFT_OUT: set[str] = set()  # the splits whose files left out by name were named
 
 
@@ -225,7 +234,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             indexes[split] = load_index(root / split, self.index_cache, rebuild=self.reindex)
             if not indexes[split].classes:
                 raise DataError(
-                    f"{root / split} holds no class folders. Expected {LAYOUT}."
+                    f"{root / split} holds no class folders. Expected {self.layout()}."
                     + _unpacked_how(root / split)
                 )
             if indexes[split].other_files and str(root / split) not in _SAID_LEFT_OUT:
@@ -329,7 +338,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if empty:
                 raise DataError(
                     f"{index.folder} has {len(empty)} class folders without images, e.g. "
-                    f"{empty[:5]} (images are .JPEG/.jpg/.png/... files). Expected {LAYOUT}."
+                    f"{empty[:5]} (images are .JPEG/.jpg/.png/... files). Expected "
+                    f"{self.layout()}."
                 )
         if self.wnids == "imagenet":
             known = set(imagenet_wnids())
@@ -344,7 +354,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             only = sorted(set(train.classes) ^ set(val.classes))[:5]
             raise DataError(
                 f"{root / 'train'} and {root / 'val'} hold different class folders "
-                f"(e.g. {only}); both splits need the same wnid folders ({LAYOUT})."
+                f"(e.g. {only}); both splits need the same class folders ({self.layout()})."
             )
         found = len(train.classes)
         if self.num_classes is not None and found < self.num_classes:
@@ -421,12 +431,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.setup()
         return list(self.datasets["train"].classes)
 
+    def layout(self) -> str:
+        """The tree this DataModule reads, for messages."""
+        return LAYOUT if self.wnids == "imagenet" else LAYOUT.replace("<wnid>/*.JPEG", "<class>/*")
+
     def _checked_root(self) -> Path:
+        layout = self.layout()
         if self.root is None:
-            raise DataError(f"no data folder given. Set {self.root_setting}; expected {LAYOUT}.")
-        fix = f"Expected {LAYOUT}; set {self.root_setting} to such a folder."
+            raise DataError(f"no data folder given. Set {self.root_setting}; expected {layout}.")
+        fix = f"Expected {layout}; set {self.root_setting} to such a folder."
+        prepare = f" {PREPARE}" if self.wnids == "imagenet" else ""
         if self.root.is_file():  # e.g. ILSVRC2012_img_train.tar itself
-            raise DataError(f"data folder {self.root} is a file, not a folder. {fix} {PREPARE}")
+            raise DataError(f"data folder {self.root} is a file, not a folder. {fix}{prepare}")
         if not self.root.is_dir():
             raise DataError(f"data folder {self.root} does not exist. {fix}")
         if (self.root / "cnnzoo-shards.json").is_file():  # (shards.META; the shards import us)
@@ -441,9 +457,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
             parent = self.root.parent
             if all((parent / s).is_dir() for s in SPLITS):  # data.root=photos/train
                 fix = f"It is a split of {parent}: set {self.root_setting.split()[0]}={parent}."
+            elif "val" in missing and _holds_class_folders(
+                self.root if "train" in missing else self.root / "train"
+            ):
+                held = f"{self.root / 'val'}/<class>/"
+                fix = (
+                    f"{fix} To split it, move the class folders into {self.root / 'train'}/ "
+                    f"and some images of each class (one in five, say) into {held}."
+                    if len(missing) == 2
+                    else f"{fix} Hold out some images of each class (one in five, say) in {held}."
+                )
             raise DataError(
                 f"data folder {self.root} has no {' or '.join(missing)} folder "
-                f"(found: {found or 'nothing'}). {fix} {PREPARE}"
+                f"(found: {found or 'nothing'}). {fix}{prepare}"
             )
         return self.root
 
