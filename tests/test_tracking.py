@@ -53,9 +53,11 @@ def test_unreachable_server_falls_back_to_an_offline_run(
 ):
     import wandb
 
+    from cnnzoo import tracking
     from cnnzoo.tracking import wandb_logger
 
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # credentials: the logger goes online ...
+    monkeypatch.setattr(tracking, "unreachable", lambda url: None)  # (a TCP connection opens)
     real_init, modes = wandb.init, []
 
     def init(**kwargs):  # ... and the server cannot be reached
@@ -75,3 +77,36 @@ def test_unreachable_server_falls_back_to_an_offline_run(
         assert "could not start the online run (CommError" in caplog.text
     finally:
         wandb.finish()
+
+
+def test_a_server_out_of_reach_is_offline_at_once(offline_env, monkeypatch, tmp_path, caplog):
+    """A compute node without a route out: wandb.init retried for 90 s (its init_timeout)
+    before failing; a TCP connection that cannot open decides it in moments."""
+    import socket
+
+    import wandb
+
+    from cnnzoo.tracking import unreachable, wandb_logger
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    real_init, modes = wandb.init, []
+
+    def init(**kwargs):
+        modes.append(kwargs.get("mode"))
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    logger = wandb_logger(save_dir=str(tmp_path), project="p")
+    try:
+        assert logger.experiment.offline and modes == ["offline"]  # online was never tried
+        assert f"cannot be reached from this machine (127.0.0.1:{port}: " in caplog.text
+    finally:
+        wandb.finish()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # wandb's way out: its own
+    assert unreachable(f"http://127.0.0.1:{port}") is None

@@ -3,10 +3,12 @@
 import logging
 import netrc
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 log = logging.getLogger(__name__)
@@ -21,11 +23,10 @@ def wandb_credentials_present() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        from wandb.sdk.lib.urls import DEFAULT_BASE_URL
         from wandb.sdk.lib.wbauth import read_netrc_auth
     except ImportError:
-        DEFAULT_BASE_URL, read_netrc_auth = "https://api.wandb.ai", None  # (older wandb)
-    url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+        read_netrc_auth = None  # (older wandb)
+    url = wandb_base_url()
     if read_netrc_auth is not None:
         try:
             return read_netrc_auth(host=url) is not None
@@ -36,6 +37,34 @@ def wandb_credentials_present() -> bool:
         return netrc.netrc(os.fspath(path)).authenticators(urlparse(url).hostname) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def wandb_base_url() -> str:
+    """The W&B server this process logs to: ``WANDB_BASE_URL``, else the installed wandb's."""
+    try:
+        from wandb.sdk.lib.urls import DEFAULT_BASE_URL
+    except ImportError:
+        DEFAULT_BASE_URL = "https://api.wandb.ai"  # (older wandb)
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+
+
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why ``url``'s server cannot be reached from here (a cluster's compute node without a
+    route out, no DNS), or None when a TCP connection opens, or when a proxy is set (wandb
+    goes through it; only wandb.init can tell). A few seconds instead of wandb.init's 90 s of
+    retries before its timeout."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{parsed.hostname}:{port}: {e.strerror or type(e).__name__}"
+    return None
 
 
 def wandb_mode() -> str:
@@ -80,6 +109,14 @@ class FallbackWandbLogger(WandbLogger):
     def experiment(self):
         start = WandbLogger.experiment.fget  # Lightning's: rank zero creates, others get a dummy
         if self._experiment is None and self._wandb_init.get("mode") == "online":
+            if rank_zero_only.rank == 0 and (why := unreachable(wandb_base_url())) is not None:
+                log.warning(
+                    "W&B: the server cannot be reached from this machine (%s); logging offline "
+                    "into the run folder instead (upload later with `wandb sync`).",
+                    why,
+                )
+                self._go_offline()
+                return start(self)
             try:
                 return start(self)
             except Exception as e:  # wandb's CommError, UsageError, timeouts, ...
@@ -89,9 +126,12 @@ class FallbackWandbLogger(WandbLogger):
                     type(e).__name__,
                     str(e).splitlines()[0] if str(e) else "",
                 )
-                self._wandb_init["mode"] = "offline"
-                os.environ["WANDB_MODE"] = "offline"  # this process only
+                self._go_offline()
         return start(self)
+
+    def _go_offline(self) -> None:
+        self._wandb_init["mode"] = "offline"
+        os.environ["WANDB_MODE"] = "offline"  # this process only
 
 
 def existing_run_id(save_dir: str) -> str | None:
