@@ -1,7 +1,9 @@
 """Runs survive interruption, resume exactly, and never lose work (real processes, CPU)."""
 
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 
 from cnnzoo.checkpointing import AtomicCheckpointIO
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.tasks.folders import OWNER_FILE, unique_dir
 from cnnzoo.tasks.train import train
 
@@ -185,22 +187,65 @@ def test_slurm_signal_requeues_and_the_requeued_job_resumes_its_folder(
     assert list((run / ".hydra").glob("resumed_*/config.yaml"))
 
 
-def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+     (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 60682688 vs "
+                   "60682576"), r"the file system refused the write \(full, or over a quota\?\)")],
+)  # fmt: skip
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, error, reason):
+    """(The RuntimeError is torch.save's own report of a full disk, seen on a full tmpfs.)"""
     io = AtomicCheckpointIO()
-    path = tmp_path / "last.ckpt"
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
 
     def broken_save(obj, f, *args, **kwargs):
         f.write(b"partial bytes")
-        raise OSError("disk full")
+        raise error
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError) as e:
         io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    expected = f"could not write the checkpoint {path}: {reason} \\([0-9,]+ MiB free "
+    assert re.search(expected, str(e.value)), str(e.value)
+    assert str(e.value).endswith(f"continue it with: python train.py resume={tmp_path / 'run'}")
     monkeypatch.undo()
     loaded = io.load_checkpoint(path)
     assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file left
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(TypeError("pickle")))
+    with pytest.raises(TypeError, match="pickle"):  # not the file system: as it was raised
+        io.save_checkpoint({"step": 3}, path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB file system (tmpfs; needs root, as CI has), for a run that fills it."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_named_with_the_way_to_continue(cache_dir, small_disk, offline_env, capsys):
+    """resnet18's checkpoint (weights and momentum, ~90 MB) on a 40 MiB disk: one line, the
+    run marked failed with it, no partial file (torch.save said "unexpected pos 60682688 vs
+    60682576" under a traceback before)."""
+    out = small_disk / "run"
+    overrides = [*tiny_overrides(cache_dir, out), "model=resnet18", "logger=csv",
+                 "trainer.max_epochs=1", "trainer.limit_train_batches=1"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        train(compose_train(overrides, out=out))
+    err = capsys.readouterr().err
+    assert f"error: could not write the checkpoint {out}/checkpoints/" in err, err[-2000:]
+    assert "Traceback" not in err and f"python train.py resume={out}" in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "failed" and "could not write the checkpoint" in results["error"]
+    assert list((out / "checkpoints").iterdir()) == []
 
 
 def test_nan_loss_stops_with_step_lr_and_hint(cache_dir, tmp_path, offline_env, capsys):

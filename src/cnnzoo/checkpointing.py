@@ -13,6 +13,7 @@
 import logging
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+from cnnzoo.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,41 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if is_write_failure(e):  # (a full disk: torch says "unexpected pos 60682688 vs ...")
+                raise CheckpointWriteError(write_failure(path, e)) from e
             raise
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint the file system would not take (full, over a quota, gone)."""
+
+
+# How torch.save's zip writer reports a write the file system refused (it hides the errno).
+_TORCH_WRITE_FAILURES = ("inline_container", "file write failed", "unexpected pos")
+
+
+def is_write_failure(error: BaseException) -> bool:
+    return isinstance(error, OSError) or (
+        isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_WRITE_FAILURES)
+    )
+
+
+def write_failure(path: Path, error: BaseException) -> str:
+    """What went wrong, what was kept, and how to go on."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else None
+    reason = reason or "the file system refused the write (full, or over a quota?)"
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+    except OSError:
+        free = "its folder cannot be read"
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return (
+        f"could not write the checkpoint {path}: {reason} ({free}). The run's earlier "
+        "checkpoints are as they were. Free some space, or give the run a larger disk, then "
+        f"continue it with: python train.py resume={run}"
+    )
 
 
 class RunCheckpoint(ModelCheckpoint):
