@@ -69,12 +69,19 @@ def _unpacked_how(split: Path) -> str:
     return ""
 
 
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
 def _holds_class_folders(folder: Path) -> bool:
     """Whether ``folder``'s first folders hold images (class folders: train/'s, or those of a
     tree not yet split into train/ and val/)."""
-    for entry in sorted(folder.iterdir())[:5]:
-        if entry.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
-            return True
+    try:
+        for entry in sorted(folder.iterdir())[:5]:
+            if entry.is_dir() and _has_images(entry):
+                return True
+    except OSError:  # (a folder it may not read: no hint, the error above still stands)
+        pass
     return False
 
 
@@ -250,11 +257,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.reindex = False  # rebuild once, not on every call
         return indexes
 
-    def settle_num_classes(self) -> int:
+    def settle_num_classes(self, train: SplitIndex | None = None) -> int:
         """``num_classes``; when None, the number of class folders the tree holds (checked as
-        ``setup`` checks them), which it then keeps."""
+        ``setup`` checks them; ``train``: its train index, already checked), then kept."""
         if self.num_classes is None:
-            train, _ = self.checked_indexes()
+            train = train if train is not None else self.checked_indexes()[0]
             self.num_classes = len(train.classes)
             self.mix = batch_mix(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
             log.info("data.num_classes=%d: the class folders of %s", self.num_classes, train.folder)
@@ -276,8 +283,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         them), and build the transforms for the device the trainer runs on."""
         if self.is_set_up():
             return
-        self.settle_num_classes()
         train, official_val = self.checked_indexes()
+        self.settle_num_classes(train)
         classes = self._chosen_classes(train.classes)
         train = _only_classes(train, classes)
         official_val = _only_classes(official_val, classes)
