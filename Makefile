@@ -40,7 +40,7 @@ report: $(STAMP)  ## report.md/.csv/.png over run or sweep folders: make report 
 	echo "$(BIN)/python report.py $$runs"; $(BIN)/python report.py $$runs
 
 test: $(STAMP)  ## run the whole test suite (CPU, offline; a local SLURM is started for its tests)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 test-fast: $(STAMP)  ## the in-process tests, one model per family: no subprocesses, no SLURM
 	$(BIN)/python -m pytest -m "not slow and not slurm and not zoo" $(ARGS)

@@ -16,6 +16,8 @@ from cnnzoo.errors import UserError
 from cnnzoo.export import main as export_main
 from cnnzoo.tasks.evaluate import load_module, predict_probabilities, run_eval, run_predict
 
+pytestmark = pytest.mark.xdist_group("eval")  # its module fixtures are made once
+
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_check")]  # (module fixtures)
 
 CPU = ["--set", "trainer=cpu", "--set", "trainer.precision=32", "--set", "model.input_size=32",
        "--set", "model.eval_resize=36", "--set", "model.channels_last=false"]  # fmt: skip

@@ -52,10 +52,10 @@ def exact_args(cache_dir: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(cache_dir, tmp_path_factory) -> Path:
-    """The uninterrupted 2-epoch run that every interrupted and resumed run must match (made once
-    for this module's tests)."""
+    """The uninterrupted 2-epoch run that every interrupted and resumed run must match (made once:
+    with module scope, make test's worker made it again for the second test, 30 s)."""
     cwd = tmp_path_factory.mktemp("straight")
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     env |= {"NETRC": str(cwd / "no-netrc"), "WANDB_CONFIG_DIR": str(cwd / "wandb-config")}
@@ -65,6 +65,7 @@ def straight(cache_dir, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("straight")  # (the fixture they share is made once)
 def test_resume_at_an_epoch_boundary_is_exact(cache_dir, tmp_path, offline_env, straight):
     args = exact_args(cache_dir)
     split = tmp_path / "split"
@@ -123,6 +124,7 @@ def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("straight")
 def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_one(
     cache_dir, tmp_path, offline_env, straight
 ):

@@ -18,6 +18,8 @@ from cnnzoo.data.index import scan
 from cnnzoo.data.shards import META, ShardDataModule, ShardLoader, load_meta, write_shards
 from cnnzoo.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.xdist_group("shards")  # its module fixtures are made once
+
 SAMPLE = "sample_v1_{train_per_class}+{val_per_class}_seed0".format(**TINY_SAMPLE)
 
 

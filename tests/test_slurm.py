@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
 PYTHON = sys.executable
 
 

@@ -12,6 +12,8 @@ from cnnzoo.models import create_model
 from cnnzoo.tasks.train import train
 from cnnzoo.tasks.visualize import filter_grid, most_confused_classes, run_visualize
 
+pytestmark = pytest.mark.xdist_group("visualize")  # its module fixtures are made once
+
 
 @pytest.fixture(scope="module")
 def run(cache_dir, tmp_path_factory):
