@@ -219,6 +219,18 @@ def test_a_training_epoch_reads_each_image_once_on_every_rank_alike(cache_dir, s
     assert first != second
 
 
+@pytest.mark.parametrize("reader", ["workers", "dali"])
+def test_fewer_train_images_than_one_batch_are_refused(shards, reader):
+    """80 images, global batch 128: no step would run (as with class folders)."""
+    if reader == "dali":
+        pytest.importorskip("nvidia.dali")
+    with pytest.raises(DataError, match=r"training has 80 images \(.*'s train shards\), fewer "
+                       r"than one batch \(data.batch_size=128, 128 per device\).*"
+                       r"Set data.batch_size=64 or less\."):  # fmt: skip
+        loader(shards, "train", batch_size=128, loader=reader)
+    assert len(loader(shards, "train", batch_size=64, loader=reader)) == 1
+
+
 def test_persistent_workers_learn_each_new_epoch(shards):
     """Lightning keeps one loader (and its worker processes) for the whole run: the epoch the
     trainer is in reaches the workers, so epoch 1 is epoch 1's order, not epoch 0's again."""

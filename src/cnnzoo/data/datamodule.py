@@ -553,8 +553,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if shuffle:
-            self._check_a_batch_fits(split)
+        if shuffle:  # (a rank's share in whole per-device batches)
+            steps = len(self._sampler(split, shuffle)) // self.pass_batch_size(train=True)
+            self._refuse_no_steps(len(self.datasets[split]), steps, self.root / "train")
         if self.loader == "dali":
             batch = self.pass_batch_size(train=shuffle)
             sampler = self._sampler(split, shuffle)
@@ -579,16 +580,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def _check_a_batch_fits(self, split: str) -> None:
-        """Training drops the last partial batch: a split smaller than one batch would train
-        no step at all (Lightning: "No training batches"), and test a random network."""
-        share, batch = len(self._sampler(split, shuffle=True)), self.pass_batch_size(train=True)
-        if share < batch:
-            images = len(self.datasets[split])
+    def _refuse_no_steps(self, images: int, steps: int, where) -> None:
+        """Training drops the last partial batch: ``images`` fewer than one batch would train
+        no step at all (Lightning: "No training batches"), then test a random network."""
+        if steps == 0:
             raise DataError(
-                f"training has {images} images ({self.root / 'train'}), fewer than one batch "
-                f"(data.batch_size={self.batch_size}, {batch} per device), so no training step "
-                f"would run. Set data.batch_size={_at_most(images)} or less."
+                f"training has {images} images ({where}), fewer than one batch "
+                f"(data.batch_size={self.batch_size}, {self.pass_batch_size(train=True)} per "
+                f"device), so no training step would run. Set data.batch_size="
+                f"{_at_most(images)} or less."
             )
 
     def val_dataloader(self) -> DataLoader:

@@ -124,10 +124,12 @@ class ShardDataModule(ImageFolderDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if self.loader == "dali":  # one reader per rank, in this process: DALI decodes
-            feed = ShardFeed(self.stream(split, workers=0), self._epoch)
-            return self._dali_loader(feed, shuffle, REMEDY)
-        stream = self.stream(split)
+        dali = self.loader == "dali"  # one reader per rank, in this process: DALI decodes
+        stream = self.stream(split, workers=0) if dali else self.stream(split)
+        if shuffle:
+            self._refuse_no_steps(sum(stream.counts), len(stream), f"{self.root}'s train shards")
+        if dali:
+            return self._dali_loader(ShardFeed(stream, self._epoch), shuffle, REMEDY)
         return ShardLoader(
             stream,
             epoch=self._epoch,
