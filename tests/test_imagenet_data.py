@@ -370,6 +370,17 @@ def camera_jpeg(path: Path, orientation: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_an_iphone_heic_photo_is_named_as_one(tmp_path, decoder):
+    from cnnzoo.data.images import BadImageError, load_image
+
+    path = tmp_path / "IMG_0001.jpg"  # (renamed, or exported as it is)
+    path.write_bytes(b"\x00\x00\x00\x24ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(BadImageError, match="a HEIC/HEIF or AVIF image \\(brand 'heic'\\), which "
+                       "PIL cannot read here: convert it to JPEG"):  # fmt: skip
+        load_image(str(path), decoder)
+
+
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
 def test_camera_orientation_is_applied(tmp_path, decoder):
     """As a viewer shows the photo, and as DALI's decoder gives it (adjust_orientation)."""
     from cnnzoo.data.images import load_image

@@ -41,6 +41,21 @@ def _first_bytes(source) -> bytes:
         return f.read(16)
 
 
+# ISO base media files (HEIC/HEIF: an iPhone's photos by default; AVIF): "....ftyp<brand>"
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def _unreadable_kind(start: bytes) -> str:
+    """Why PIL found no image in a file that begins with ``start``."""
+    if start[4:8] == b"ftyp" and start[8:12] in _HEIF_BRANDS:
+        brand = start[8:12].decode()
+        return (
+            f"a HEIC/HEIF or AVIF image (brand {brand!r}), which PIL cannot read here: convert "
+            "it to JPEG (an iPhone can save JPEGs: Settings > Camera > Formats > Most Compatible)"
+        )
+    return f"not an image; it begins {start!r}"
+
+
 def _pil_rgb(source, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -52,7 +67,7 @@ def _pil_rgb(source, name: str) -> Image.Image:
                     image = image.point(lambda v: v * (1 / 256)).convert("L")  # clips to 255
                 return image.convert("RGB")
     except UnidentifiedImageError:  # (its message names a BytesIO object, not the file)
-        raise BadImageError(name, f"not an image; it begins {_first_bytes(source)!r}") from None
+        raise BadImageError(name, _unreadable_kind(_first_bytes(source))) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(name, f"{type(e).__name__}: {e}") from None
 
