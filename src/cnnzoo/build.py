@@ -81,6 +81,14 @@ def classes_to_count(cfg: DictConfig) -> bool:
     return data is not None and "num_classes" in data and data.num_classes is None
 
 
+def classes_of_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """``data.num_classes=null``: the count a run's checkpoint was trained with, when it says."""
+    trained = checkpoint.get("hyper_parameters", {}).get("num_classes")
+    if trained is not None and classes_to_count(cfg):
+        with open_dict(cfg):
+            cfg.data.num_classes = trained
+
+
 def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
     """The run's LightningModule, from ``cfg.module`` with the effective lr (``overrides``
     replace module arguments, e.g. ``net=`` an already built network)."""

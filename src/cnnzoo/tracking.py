@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import getproxies
 
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -48,15 +49,12 @@ def wandb_base_url() -> str:
     return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-
-
 def unreachable(url: str, timeout: float = 5.0) -> str | None:
     """Why ``url``'s server cannot be reached from here (a cluster's compute node without a
     route out, no DNS), or None when a TCP connection opens, or when a proxy is set (wandb
     goes through it; only wandb.init can tell). A few seconds instead of wandb.init's 90 s of
     retries before its timeout."""
-    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+    if any(getproxies().get(scheme) for scheme in ("https", "http", "all")):  # (*_proxy)
         return None
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LOADERS = ("workers", "dali")
 LAYOUT = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
+CLASS_LAYOUT = "ROOT/train/<class>/* and ROOT/val/<class>/*"  # (data=imagefolder: any names)
 PREPARE = (
     "For the official ILSVRC-2012 archives run "
     "python -m cnnzoo.data.prepare_imagenet --src DOWNLOADS --dst ROOT."
@@ -440,7 +441,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def layout(self) -> str:
         """The tree this DataModule reads, for messages."""
-        return LAYOUT if self.wnids == "imagenet" else LAYOUT.replace("<wnid>/*.JPEG", "<class>/*")
+        return LAYOUT if self.wnids == "imagenet" else CLASS_LAYOUT
 
     def _checked_root(self) -> Path:
         layout = self.layout()
@@ -467,13 +468,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
             elif "val" in missing and _holds_class_folders(
                 self.root if "train" in missing else self.root / "train"
             ):
-                held = f"{self.root / 'val'}/<class>/"
-                fix = (
-                    f"{fix} To split it, move the class folders into {self.root / 'train'}/ "
-                    f"and some images of each class (one in five, say) into {held}."
-                    if len(missing) == 2
-                    else f"{fix} Hold out some images of each class (one in five, say) in {held}."
-                )
+                share = "some images of each class (one in five, say)"
+                held = f"{self.root}/val/<class>/"
+                if "train" in missing:
+                    move = f"move the class folders into {self.root}/train/"
+                    fix += f" To split it, {move} and {share} into {held}."
+                else:
+                    fix += f" Hold out {share} in {held}."
             raise DataError(
                 f"data folder {self.root} has no {' or '.join(missing)} folder "
                 f"(found: {found or 'nothing'}). {fix}{prepare}"
@@ -553,17 +554,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler, batch = self._sampler(split, shuffle), self.pass_batch_size(train=shuffle)
         if shuffle:  # (a rank's share in whole per-device batches)
-            steps = len(self._sampler(split, shuffle)) // self.pass_batch_size(train=True)
+            steps = len(sampler) // batch
             self._refuse_no_steps(len(self.datasets[split]), steps, self.root / "train")
         if self.loader == "dali":
-            batch = self.pass_batch_size(train=shuffle)
-            sampler = self._sampler(split, shuffle)
             feed = dali.FolderFeed(self.datasets[split].index, sampler, batch, drop_last=shuffle)
             return self._dali_loader(feed, shuffle, self.datasets[split].remedy())
         self._use_device_transforms()
-        sampler = self._sampler(split, shuffle)
-        batch = self.pass_batch_size(train=shuffle)
         workers = self.workers()
         return ResumableDataLoader(
             self.datasets[split],
@@ -580,7 +578,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def _refuse_no_steps(self, images: int, steps: int, where) -> None:
+    def _refuse_no_steps(self, images: int, steps: int, where: str | Path) -> None:
         """Training drops the last partial batch: ``images`` fewer than one batch would train
         no step at all (Lightning: "No training batches"), then test a random network."""
         if steps == 0:

@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from cnnzoo.build import (
     build_datamodule,
     build_module,
-    classes_to_count,
+    classes_of_checkpoint,
     starts_trained,
     upgrade_run_config,
 )
@@ -127,8 +127,7 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
             cfg.model.weights = None
             if "pretrained" in cfg.model:
                 cfg.model.pretrained = False
-            if classes_to_count(cfg):
-                cfg.data.num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
+        classes_of_checkpoint(cfg, checkpoint)
     module = build_module(cfg)
     if checkpoint is not None:
         module.on_load_checkpoint(checkpoint)

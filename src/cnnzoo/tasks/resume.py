@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from cnnzoo.build import classes_to_count
+from cnnzoo.build import classes_of_checkpoint
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import read_torch_file
@@ -42,9 +42,7 @@ def read_resume(cfg: DictConfig) -> Resume | None:
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file.")
     checkpoint = read_torch_file(path, f"ckpt_path={path}", mmap=True)
     hparams = checkpoint.get("hyper_parameters", {})
-    if classes_to_count(cfg) and "num_classes" in hparams:
-        with open_dict(cfg):  # data.num_classes=null: as many as the run was trained with (the
-            cfg.data.num_classes = hparams["num_classes"]  # tree is checked to hold them)
+    classes_of_checkpoint(cfg, checkpoint)  # (null: as many; the tree is checked to hold them)
     for key, value in (("arch", cfg.model.name), ("num_classes", cfg.data.num_classes)):
         if key in hparams and hparams[key] != value:
             raise ConfigError(
