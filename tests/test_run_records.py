@@ -192,7 +192,9 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
     [
         ("data.batch_size=0", "data.batch_size=0: give the global batch as a positive whole"),
         ("model.lr=fast", "optim.lr='fast' (model.lr unless set): give a number"),
-        ("trainer.max_epochs=-2", "`max_epochs` must be a non-negative integer"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: give the number of epochs to train"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1: give the number of epochs to train"),
+        ("trainer.max_epochs=null", "trainer.max_epochs=null: give the number of epochs"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
         ("data.train_crop_scale=0.5", "data.train_crop_scale=0.5: give a range of two numbers"),
         ("data.scale_jitter=[512,256]", "data.scale_jitter=[512, 256]: give a range of two"),

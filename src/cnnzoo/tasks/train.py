@@ -72,10 +72,23 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group_cfg.values() if entry and "_target_" in entry]
 
 
-def check_accelerator(trainer_cfg: DictConfig) -> None:
-    """``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU: one
-    line with the fix, before any data is read (Lightning's "No supported gpu backend found!"
-    came after the data's setup)."""
+def check_trainer(trainer_cfg: DictConfig) -> None:
+    """Trainer settings Lightning would take and then misuse, refused before any data is read.
+
+    ``trainer.max_epochs`` must be a number of epochs: 0 trained nothing and recorded the random
+    network's test score as the run's result, -1 (Lightning's "for ever") trained without end
+    under a schedule laid out over -1 epochs, null crashed in the scheduler. And
+    ``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU
+    (Lightning's "No supported gpu backend found!" came after the data's setup)."""
+    epochs = trainer_cfg.get("max_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        shown = "null" if epochs is None else epochs
+        raise ConfigError(
+            f"trainer.max_epochs={shown}: give the number of epochs to train, a whole number of "
+            "1 or more (90 in the ResNet and AlexNet papers); the learning-rate schedule is laid "
+            "out over them. To score a network without training it: python eval.py run=RUN "
+            "(or model.weights=FILE)."
+        )
     if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={trainer_cfg.accelerator} asks for a CUDA GPU, but PyTorch "
@@ -233,7 +246,7 @@ def _train(cfg: DictConfig) -> float | None:
             forget_resume_config(out)
             _say_finished(out, resume.previous)
             return resume.previous.get("optimized_metric_value")
-    check_accelerator(cfg.trainer)
+    check_trainer(cfg.trainer)
     if cfg.get("requires_weights") and not starts_trained(cfg.model):
         raise ConfigError(  # (without, a fine-tuning recipe trained from random weights)
             "this recipe fine-tunes trained weights: give model.weights=FILE.pth (torchvision's "
