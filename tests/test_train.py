@@ -217,22 +217,29 @@ def test_inception_family_trains_and_logs_aux_losses(name, heads, cache_dir, tmp
 
 
 @pytest.mark.slow
-def test_runs_record_size_cost_and_code_version(cache_dir, tmp_path, offline_env):
+def test_runs_record_size_cost_and_code_version(cache_dir, tmp_path, offline_env, capsys):
+    """results.json and the loggers hold the parameters, multiply-adds and code version; the
+    model summary at the start shows the network's FLOPs (Lightning's said 0 for every one)."""
     import subprocess
 
     import torch
     import yaml
+    from pytorch_lightning.utilities.model_summary import get_human_readable_count
 
     from cnnzoo.models.stats import count_gmacs
 
-    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=csv"], out=tmp_path)
+    summary = "trainer.enable_model_summary=true"
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=csv", summary], tmp_path)
     train(cfg)
+    gmacs = count_gmacs("resnet18", 32, num_classes=10)
+    flops = get_human_readable_count(int(2e9 * gmacs))
+    assert flops != "0" and f"Total FLOPs: {flops}" in capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     hparams = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     for record in (results, hparams):
         assert record["num_params"] == 11_181_642
-        assert record["gmacs"] == pytest.approx(count_gmacs("resnet18", 32, num_classes=10))
+        assert record["gmacs"] == pytest.approx(gmacs)
         assert record["versions"]["torch"] == torch.__version__
         if commit.returncode == 0:  # a git checkout (CI's clean clone is one)
             assert record["git"]["commit"] == commit.stdout.strip()

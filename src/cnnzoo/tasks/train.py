@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, RichModelSummary
 from pytorch_lightning.plugins.environments import LightningEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -28,7 +28,7 @@ from cnnzoo.build import (
     model_gmacs,
     starts_trained,
 )
-from cnnzoo.callbacks import Throughput
+from cnnzoo.callbacks import NetworkSummary, Throughput
 from cnnzoo.callbacks.record import RunRecord
 from cnnzoo.callbacks.requeue import slurm_job_id
 from cnnzoo.checkpointing import last_checkpoint_path
@@ -110,6 +110,9 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
             raise
         raise ConfigError(f"trainer: {e.__cause__}") from None
     check_other_nodes_start(trainer)
+    for i, callback in enumerate(trainer.callbacks):  # Lightning's own, from enable_model_summary
+        if type(callback) is RichModelSummary:
+            trainer.callbacks[i] = NetworkSummary(flops=2e9 * model_gmacs(cfg.model))
     if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator):
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm has no CPU "
