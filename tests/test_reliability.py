@@ -144,7 +144,10 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     assert "litlogger" not in output  # (Lightning 2.6's "💡 Tip" on every Trainer)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert 2 <= ckpt["global_step"] < 4  # saved mid-epoch
-    assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
+    record = json.loads((run / "results.json").read_text())
+    assert record["status"] == "interrupted"  # and where, not Lightning's "SystemExit: 1"
+    stopped = f"epoch 0, step {ckpt['global_step']}; saved last.ckpt"
+    assert record["error"] == f"Interrupted: SIGTERM at {stopped}"
 
     probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}  # the run's probe callback
     proc = run_train([f"resume={run}"], probes, cwd=split)

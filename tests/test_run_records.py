@@ -220,6 +220,38 @@ def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, o
     assert f"error: {message}" in err and "Traceback" not in err
 
 
+def test_ctrl_c_before_training_is_one_line_and_recorded(cache_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the data is read or the network built (before Lightning's own handling)
+    printed the traceback of whatever ran and left the folder without results.json."""
+    import cnnzoo.tasks.train as train_task
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_task, "build_module", interrupted)
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none"], tmp_path)
+    with pytest.raises(SystemExit) as e:
+        train(cfg)
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C): before training began; nothing was trained" in err
+    assert "Traceback" not in err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "interrupted" and "before training began" in results["error"]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_ctrl_c_in_eval_and_predict_is_one_line(capsys):
+    from cnnzoo.tasks.cli import exit_on_user_error
+
+    def scoring():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        exit_on_user_error(scoring)()
+    assert e.value.code == 130 and capsys.readouterr().err == "\ninterrupted (Ctrl-C)\n"
+
+
 def test_the_summary_prints_paths_as_they_are(capsys):
     """Folder names may hold rich markup ([...]) or emoji codes (:x:); the summary printed
     them as styles and emoji (or failed on a stray [/...])."""

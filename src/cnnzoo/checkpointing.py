@@ -182,7 +182,7 @@ class ResumeState(Callback):
     """RNG states in checkpoints; a checkpoint and a resume command on SIGTERM / Ctrl-C."""
 
     def __init__(self) -> None:
-        self.interrupted: str | None = None  # the signal, once the run was interrupted
+        self.interrupted: str | None = None  # "Ctrl-C at epoch 3, step 120; saved last.ckpt"
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_states()}
@@ -195,7 +195,9 @@ class ResumeState(Callback):
     ) -> None:
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return  # a failure: the last good checkpoint stays as it is
-        self.interrupted = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+        kind = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+        where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        self.interrupted = f"{kind} at {where}"
         checkpoint = trainer.checkpoint_callback
         if (
             checkpoint is None
@@ -205,9 +207,9 @@ class ResumeState(Callback):
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # (unset: Lightning logs that)
+        self.interrupted += f"; saved {path.name}"
         run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
-            f"\n{self.interrupted}: training stopped at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}; saved {path}.\nResume with: python train.py "
-            f"resume={run_dir}"
+            f"\n{kind}: training stopped at {where}; saved {path}.\nResume with: python "
+            f"train.py resume={run_dir}"
         )

@@ -10,6 +10,12 @@ from cnnzoo.callbacks.requeue import Requeued
 from cnnzoo.files import replaced_atomically
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM, as its record names it ("Interrupted: Ctrl-C at
+    epoch 3, step 120; saved last.ckpt"): Lightning ends a Ctrl-C with ``sys.exit(1)`` once the
+    callbacks ran, which the record showed as "SystemExit: 1"."""
+
+
 class RunRecord(pl.Callback):
     """The one writer of a run folder's ``results.json``.
 

@@ -39,7 +39,10 @@ def _no_tips(record: logging.LogRecord) -> bool:
 def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
     """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall (also
     one raised by a constructor that Hydra's ``instantiate`` called, and Lightning's
-    ``MisconfigurationException`` of a trainer setting, e.g. ``trainer.max_epochs=-2``)."""
+    ``MisconfigurationException`` of a trainer setting, e.g. ``trainer.accumulate_grad_batches=0``).
+    Ctrl-C outside Lightning's own handling (while the data is read, the network built, images
+    scored) is one line and exit status 130, as a shell reports an interrupted command, where
+    it printed the traceback of whatever was running."""
 
     @functools.wraps(task)
     def run(*args, **kwargs) -> T:
@@ -52,5 +55,8 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
                 raise
             print(f"\nerror: {cause}", file=sys.stderr)
             raise SystemExit(1) from None
+        except KeyboardInterrupt as e:
+            print(f"\ninterrupted (Ctrl-C){f': {e}' if str(e) else ''}", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return run

@@ -29,9 +29,9 @@ from cnnzoo.build import (
     starts_trained,
 )
 from cnnzoo.callbacks import NetworkSummary, Throughput
-from cnnzoo.callbacks.record import RunRecord
-from cnnzoo.callbacks.requeue import slurm_job_id
-from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.callbacks.record import Interrupted, RunRecord
+from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
+from cnnzoo.checkpointing import ResumeState, last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
@@ -182,12 +182,17 @@ def train(cfg: DictConfig) -> float | None:
             if (overrides := job_overrides()) is not None:
                 share_job_with_ranks(overrides, cfg.paths.output_dir)
             return _train(cfg)
+    except KeyboardInterrupt:  # (Ctrl-C during fit is Lightning's: checkpoint, exit 1)
+        if record_failed_start(cfg, KeyboardInterrupt("before training began")):
+            raise KeyboardInterrupt(
+                f"before training began; nothing was trained ({cfg.paths.output_dir})"
+            ) from None
+        raise
     except Exception as e:
-        out = Path(cfg.paths.output_dir)
-        if not (out / "results.json").is_file():  # failed before training began (data, config)
-            RunRecord(out, {"model": cfg.model.name, "output_dir": str(out)}).end(e)
+        record_failed_start(cfg, e)
         if not in_sweep():
             raise
+        out = cfg.paths.output_dir
         log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
         FAILED_JOBS.append(str(out))
         return float(cfg.get("failed_job_value", 0.0))
@@ -195,6 +200,16 @@ def train(cfg: DictConfig) -> float | None:
         release_unused_claims(cfg.paths.output_dir)
         if owner:
             release_folder(cfg.paths.output_dir)
+
+
+def record_failed_start(cfg: DictConfig, error: BaseException) -> bool:
+    """Write results.json for a run that stopped before training began (data, config, Ctrl-C):
+    its status and error. False where the run's own record exists (training began)."""
+    out = Path(cfg.paths.output_dir)
+    if (out / "results.json").is_file():
+        return False
+    RunRecord(out, {"model": cfg.model.name, "output_dir": str(out)}).end(error)
+    return True
 
 
 def in_sweep() -> bool:
@@ -313,10 +328,21 @@ def _train(cfg: DictConfig) -> float | None:
         failed = False
         return results["optimized_metric_value"]
     except BaseException as e:
-        record.end(e)
+        record.end(_interruption(trainer, e) or e)
         raise
     finally:
         finish_wandb(failed)
+
+
+def _interruption(trainer: pl.Trainer, error: BaseException) -> Interrupted | None:
+    """What stopped the run, where the exit that ends it does not say (Lightning's exit 1
+    after Ctrl-C, ours of 143 after SIGTERM): the interruption ``ResumeState`` handled."""
+    if not isinstance(error, SystemExit) or isinstance(error, Requeued):
+        return None
+    for callback in trainer.callbacks:
+        if isinstance(callback, ResumeState) and callback.interrupted:
+            return Interrupted(callback.interrupted)
+    return None
 
 
 def _say_finished(out: Path, results: dict[str, Any]) -> None:
