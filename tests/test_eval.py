@@ -141,6 +141,9 @@ def test_one_image_given_without_brackets_is_one_path(tmp_path):
     assert image_files(str(cat)) == image_files([str(cat)]) == [cat]
     with pytest.raises(UserError, match=r"images=\[\]: no image files given"):
         image_files([])
+    url = "https://example.com/cat.jpg"
+    with pytest.raises(UserError, match=f"images: {url} is a web address.*curl -LO '{url}'"):
+        image_files([url])  # (it said "does not exist")
 
 
 @pytest.mark.slow

@@ -395,6 +395,31 @@ def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys
     assert sorted(tmp_path.rglob("*")) == before  # (a lock file was left in the folder, or cwd)
 
 
+def test_a_checkpoint_file_given_for_its_run_folder_names_the_folder(tmp_path, monkeypatch, capsys):
+    """resume=RUN/checkpoints/last.ckpt and eval's run=RUN/checkpoints/best.ckpt said "not a
+    cnnzoo run folder"; now they name the folder to give."""
+    from omegaconf import OmegaConf
+
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.evaluate import run_config
+    from cnnzoo.tasks.launch import main_argv
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (run / "checkpoints").mkdir()
+    for name in ("best", "last"):
+        (run / "checkpoints" / f"{name}.ckpt").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match=f"takes its run folder: run={run} ckpt=best$"):
+        run_config(OmegaConf.create({"run": str(run / "checkpoints" / "best.ckpt")}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", f"resume={run}/checkpoints/last.ckpt"])
+    with pytest.raises(SystemExit) as exit_:
+        main_argv()
+    assert exit_.value.code == 1
+    assert f"takes its run folder: resume={run} (it continues" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_run_folder_has_one_owner(cache_dir, tmp_path, offline_env):
     """While a run trains, a second run into its folder and a resume of it are refused with one

@@ -38,6 +38,7 @@ from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct, plain_console
 from cnnzoo.tasks.folders import (
     check_output_dir,
+    refuse_a_checkpoint_as_run,
     release_unused_claims,
     run_checkpoint,
     where_it_ran,
@@ -45,6 +46,7 @@ from cnnzoo.tasks.folders import (
 from cnnzoo.tasks.launch import job_overrides
 
 log = logging.getLogger(__name__)
+CKPTS = ("best", "last")  # ckpt=best|last: the run's checkpoints by name
 RUN_SECTIONS = ("model", "data", "optim", "scheduler", "module", "trainer")  # what a run decided
 
 
@@ -55,6 +57,7 @@ def run_config(cfg: DictConfig) -> DictConfig:
         return cfg
     run = Path(cfg.run).expanduser()
     saved = run / ".hydra" / "config.yaml"
+    refuse_a_checkpoint_as_run("run", run, f" ckpt={run.stem if run.stem in CKPTS else run}")
     if not saved.is_file():
         raise ConfigError(
             f"run={run}: not a cnnzoo run folder (no {saved}). Give a folder under "
@@ -90,7 +93,7 @@ def checkpoint_path(cfg: DictConfig) -> Path | None:
     elif cfg.get("run"):
         choice = cfg.get("ckpt", "best")
         run = Path(cfg.run).expanduser()
-        path = run_checkpoint(run, choice) if choice in ("best", "last") else Path(choice)
+        path = run_checkpoint(run, choice) if choice in CKPTS else Path(choice)
     else:
         return None
     if not path.is_file():
@@ -305,6 +308,12 @@ def image_files(given_images) -> list[Path]:
             )
         elif path.is_file():
             files.append(path)
+        elif "://" in given:
+            raise ConfigError(
+                f"images: {given} is a web address; images are read from files here (nothing "
+                f"is downloaded at run time). Download it first (curl -LO '{given}') and give "
+                "the file."
+            )
         else:
             raise ConfigError(f"images: {given} does not exist (give image files or folders).")
     if not files:

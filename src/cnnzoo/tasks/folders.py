@@ -19,6 +19,17 @@ def run_checkpoint(run: Path, name: str = "last") -> Path:
     return Path(run) / "checkpoints" / f"{name}.ckpt"
 
 
+def refuse_a_checkpoint_as_run(setting: str, given: Path, then: str) -> None:
+    """``run=RUN/checkpoints/best.ckpt`` (a checkpoint file where its run folder is asked for):
+    a ConfigError naming the folder; ``then`` follows it (e.g. `` ckpt=best``)."""
+    folder = given.parent.parent
+    if given.is_file() and (folder / ".hydra").is_dir():
+        raise ConfigError(
+            f"{setting}={given} is a checkpoint file; {setting}= takes its run folder: "
+            f"{setting}={folder}{then}"
+        )
+
+
 def where_it_ran(run: Path, path: str) -> str | None:
     """A run's relative ``path`` (``data.root=photos``) from the folder the run was started
     in (Hydra's ``runtime.cwd``), when it is there: so the run can be evaluated, predicted

@@ -16,7 +16,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnzoo.errors import ConfigError, UserError
-from cnnzoo.tasks.folders import is_first_rank, own_folder, run_checkpoint, where_it_ran
+from cnnzoo.tasks.folders import (
+    is_first_rank,
+    own_folder,
+    refuse_a_checkpoint_as_run,
+    run_checkpoint,
+    where_it_ran,
+)
 from cnnzoo.tasks.resolvers import register_resolvers
 
 
@@ -67,6 +73,7 @@ RESUMED = "resumed_"  # .hydra/resumed_<time>/: the config of one resume of the 
 def resume_args(run: Path, args: list[str]) -> list[str]:
     """The overrides that continue ``run`` in its own folder from its last checkpoint: the run's
     own overrides, then the ones given now (which win), then where to write."""
+    refuse_a_checkpoint_as_run("resume", run, " (it continues from checkpoints/last.ckpt)")
     overrides_file = run / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         raise ConfigError(
