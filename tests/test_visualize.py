@@ -148,6 +148,39 @@ def test_gradcam_of_a_run_and_its_bad_requests(run, cache_dir, tmp_path):
         visualize(run, "what=gradcam", f"images=[{text}]")
 
 
+def test_many_images_are_drawn_a_page_at_a_time(run, cache_dir):
+    """A folder of photos: 16 Grad-CAMs and 8 neighbour rows per picture (300 query images in
+    one figure took matplotlib over 6 minutes and wrote nothing)."""
+    from PIL import Image
+
+    val = sorted((next(cache_dir.glob("sample_*")) / "val").rglob("*.JPEG"))
+    assert len(val) >= 17
+    folder = run / "many"  # 17 images: one more than a page
+    folder.mkdir()
+    for path in val[:17]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    before = set((run / "visualize").iterdir())  # (other tests draw into the same run)
+    first, second = visualize(run, "what=gradcam", f"images=[{folder}]")
+    assert first.name.startswith("gradcam") and second.name.startswith("gradcam")
+    assert Image.open(first).size[1] > Image.open(second).size[1]  # 4 rows, then 1
+    pictures = visualize(run, "what=neighbours", f"images=[{folder}]", "visualize.k=1")
+    assert len(pictures) == 3 and all(p.name.startswith("neighbours") for p in pictures)
+    assert not before & {first, second, *pictures}  # new pictures, none drawn over
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("visualize.k=0", "visualize.k=0: give 1 to 20"),
+        ("visualize.k=5000", "visualize.k=5000: give 1 to 20"),  # (minutes, then nothing)
+        ("visualize.confusion_classes=-3", "visualize.confusion_classes=-3: give 2 or more"),
+    ],
+)
+def test_counts_out_of_range_are_refused_first(run, override, message):
+    with pytest.raises(ConfigError, match=message):
+        visualize(run, "what=neighbours", override)
+
+
 def test_the_pictures_go_to_the_runs_own_wandb_run(cache_dir, tmp_path, offline_env):
     folder = tmp_path / "run"
     cfg = compose_train([*tiny_overrides(cache_dir, folder), "logger=wandb"], out=folder)

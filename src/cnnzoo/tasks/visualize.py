@@ -61,6 +61,7 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         raise ConfigError("give the run to look at: visualize.py run=outputs/train/<run>.")
     if cfg.what not in VIEWS:
         raise ConfigError(f"what={cfg.what!r}: choose one of {list(VIEWS)}.")
+    check_counts(cfg.visualize)
     cfg = run_config(cfg)
     module, trained = load_module(cfg, ema=cfg.visualize.get("ema", False))
     out = Path(cfg.run).expanduser() / "visualize"
@@ -73,14 +74,37 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         if cfg.what == "confusion":
             paths = draw_confusion(cfg, module, datamodule, out)
         elif cfg.what == "neighbours":
-            paths = [draw_neighbours(cfg, module, datamodule, trained.path, out)]
+            paths = draw_neighbours(cfg, module, datamodule, trained.path, out)
         else:
             names = class_names(datamodule, trained)
-            paths = [draw_gradcam(cfg, module, names, datamodule, out)]
+            paths = draw_gradcam(cfg, module, names, datamodule, out)
     for path in paths:
         print(f"wrote {path}")
     log_to_wandb(Path(cfg.run).expanduser(), paths, cfg)
     return paths
+
+
+MAX_NEIGHBOURS = 20  # pictures beside each query: a row of 21 is 3,700 px wide
+NEIGHBOUR_ROWS = 8  # query images per neighbours picture
+GRADCAM_COLUMNS = 4  # a Grad-CAM picture holds up to 4 x 4 images
+
+
+def check_counts(options: DictConfig) -> None:
+    """``visualize.k`` and ``visualize.confusion_classes`` are whole numbers in range, before
+    anything is read (k=5000 drew a 1000-picture row for minutes; -3 failed in torch)."""
+    for key, low, high, what in [
+        ("k", 1, MAX_NEIGHBOURS, "the training images shown beside each query"),
+        ("confusion_classes", 2, None, "the classes of the confusion matrix drawn"),
+    ]:
+        value = options.get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            span = f"{low} to {high}" if high is not None else f"{low} or more"
+            raise ConfigError(f"visualize.{key}={value!r}: give {span} ({what}).")
 
 
 def log_to_wandb(run: Path, paths: list[Path], cfg: DictConfig) -> None:
@@ -246,7 +270,14 @@ def nearest(query: Tensor, features: Tensor, k: int) -> Tensor:
     return torch.cdist(query, features).topk(min(k, len(features)), largest=False).indices
 
 
-def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path) -> Path:
+def pages(count: int, size: int) -> list[slice]:
+    """The query images drawn per picture: a folder of 300 photos in one figure of 1,800
+    panels took matplotlib over 6 minutes (and the Grad-CAM of all at once held every
+    image's activations and gradients together)."""
+    return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     from cnnzoo.data.images import load_image
@@ -256,26 +287,30 @@ def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: 
     shown = datamodule.view_transform("center", normalize=False)
     decoder = cfg.data.get("decoder", "pil")
     module.to(device())
-    found = nearest(penultimate_features(module, queries.to(device())).cpu(),
-                    features, int(cfg.visualize.k))  # fmt: skip
-    k = found.shape[1]
-    figure = Figure(figsize=(1.6 * (k + 1), 1.8 * len(queries)), layout="constrained")
-    for row, ((file, picture), hits) in enumerate(zip(pictures, found.tolist(), strict=True)):
-        cells = [(picture, Path(file).name)]
-        cells += [
-            (shown(load_image(paths[i], decoder))[0], Path(paths[i]).parent.name) for i in hits
-        ]
-        for col, (image, title) in enumerate(cells):
-            ax = figure.add_subplot(len(queries), k + 1, row * (k + 1) + col + 1)
-            ax.imshow(image.permute(1, 2, 0).numpy())
-            ax.set_title(title[:16], fontsize=6, color="blue" if col == 0 else "black")
-            ax.set_axis_off()
-    figure.suptitle(
-        f"{cfg.model.name}: query (left) and its {k} nearest training images", fontsize=8
-    )
-    path = fresh_path(out, "neighbours.png")
-    figure.savefig(path, dpi=110)
-    return path
+    drawn = []
+    for page in pages(len(pictures), NEIGHBOUR_ROWS):
+        found = nearest(penultimate_features(module, queries[page].to(device())).cpu(),
+                        features, int(cfg.visualize.k))  # fmt: skip
+        rows, k = found.shape
+        figure = Figure(figsize=(1.6 * (k + 1), 1.8 * rows), layout="constrained")
+        for row, ((file, picture), hits) in enumerate(
+            zip(pictures[page], found.tolist(), strict=True)
+        ):
+            cells = [(picture, Path(file).name)]
+            cells += [
+                (shown(load_image(paths[i], decoder))[0], Path(paths[i]).parent.name) for i in hits
+            ]
+            for col, (image, title) in enumerate(cells):
+                ax = figure.add_subplot(rows, k + 1, row * (k + 1) + col + 1)
+                ax.imshow(image.permute(1, 2, 0).numpy())
+                ax.set_title(title[:16], fontsize=6, color="blue" if col == 0 else "black")
+                ax.set_axis_off()
+        figure.suptitle(
+            f"{cfg.model.name}: query (left) and its {k} nearest training images", fontsize=8
+        )
+        drawn.append(fresh_path(out, "neighbours.png"))
+        figure.savefig(drawn[-1], dpi=110)
+    return drawn
 
 
 def target_layer(net: nn.Module, arch: str, name: str | None = None) -> nn.Module:
@@ -306,36 +341,40 @@ def gradcam_maps(module: nn.Module, images: Tensor, layer: nn.Module, classes: l
     return torch.from_numpy(maps)
 
 
-def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Path) -> Path:
+def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Path) -> list[Path]:
     from matplotlib.figure import Figure
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    images, pictures = read_queries(cfg, datamodule)
-    layer = target_layer(module.net, cfg.model.name, cfg.visualize.get("layer"))
-    module.to("cpu").eval()
-    with torch.no_grad():
-        probabilities = module(images).float().softmax(dim=1)
     chosen = cfg.visualize.get("class_index")
     if chosen is not None and not 0 <= int(chosen) < len(names):
         raise ConfigError(f"visualize.class_index={chosen}: give 0..{len(names) - 1}.")
-    classes = [int(chosen) if chosen is not None else int(p.argmax()) for p in probabilities]
-    maps = gradcam_maps(module, images, layer, classes)
-    columns = min(4, len(pictures))
-    rows = math.ceil(len(pictures) / columns)
-    figure = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
-    for i, ((file, picture), heat, c) in enumerate(zip(pictures, maps, classes, strict=True)):
-        overlay = show_cam_on_image(picture.permute(1, 2, 0).numpy() / 255, heat.numpy(),
-                                    use_rgb=True)  # fmt: skip
-        ax = figure.add_subplot(rows, columns, i + 1)
-        ax.imshow(overlay)
-        ax.set_axis_off()
-        ax.set_title(
-            f"{Path(file).name[:18]}\n{names[c][:20]} {probabilities[i, c]:.2f}", fontsize=7
-        )
-    figure.suptitle(f"{cfg.model.name}: Grad-CAM at {type(layer).__name__}", fontsize=8)
-    path = fresh_path(out, "gradcam.png")
-    figure.savefig(path, dpi=110)
-    return path
+    images, pictures = read_queries(cfg, datamodule)
+    layer = target_layer(module.net, cfg.model.name, cfg.visualize.get("layer"))
+    module.to("cpu").eval()
+    drawn = []
+    for page in pages(len(pictures), GRADCAM_COLUMNS * GRADCAM_COLUMNS):
+        with torch.no_grad():
+            probabilities = module(images[page]).float().softmax(dim=1)
+        classes = [int(chosen) if chosen is not None else int(p.argmax()) for p in probabilities]
+        maps = gradcam_maps(module, images[page], layer, classes)
+        columns = min(GRADCAM_COLUMNS, len(classes))
+        rows = math.ceil(len(classes) / columns)
+        figure = Figure(figsize=(2.6 * columns, 2.9 * rows), layout="constrained")
+        for i, ((file, picture), heat, c) in enumerate(
+            zip(pictures[page], maps, classes, strict=True)
+        ):
+            overlay = show_cam_on_image(picture.permute(1, 2, 0).numpy() / 255, heat.numpy(),
+                                        use_rgb=True)  # fmt: skip
+            ax = figure.add_subplot(rows, columns, i + 1)
+            ax.imshow(overlay)
+            ax.set_axis_off()
+            ax.set_title(
+                f"{Path(file).name[:18]}\n{names[c][:20]} {probabilities[i, c]:.2f}", fontsize=7
+            )
+        figure.suptitle(f"{cfg.model.name}: Grad-CAM at {type(layer).__name__}", fontsize=8)
+        drawn.append(fresh_path(out, "gradcam.png"))
+        figure.savefig(drawn[-1], dpi=110)
+    return drawn
 
 
 def read_queries(cfg: DictConfig, datamodule) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
