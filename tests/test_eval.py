@@ -132,6 +132,23 @@ def test_predict_names_a_missing_image_path(trained, tmp_path):
             run_predict(cfg)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("predict.format=csv", "predict.format='csv': choose text or json"),
+        ("predict.topk=0", "predict.topk=0: give the number of classes shown, 1 or more"),
+        ("predict.topk=-1", "predict.topk=-1: give the number of classes shown"),
+    ],
+)
+def test_predict_options_are_checked_before_any_image(override, message, monkeypatch):
+    import cnnzoo.tasks.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "run_config", lambda cfg: pytest.fail("read the run first"))
+    cfg = compose_train(["run=somewhere", "images=[cat.jpg]", override], config="predict")
+    with pytest.raises(UserError, match=message):
+        run_predict(cfg)
+
+
 def test_one_image_given_without_brackets_is_one_path(tmp_path):
     """images=cat.jpg is one path (it was read letter by letter: "/" searched the whole disk)."""
     from cnnzoo.tasks.evaluate import image_files
@@ -217,8 +234,10 @@ def test_eval_of_torchvision_format_weights(trained, tmp_path, cache_dir):
 def test_bad_checkpoints_are_named(trained, tmp_path):
     empty = tmp_path / "run-without-checkpoint"
     shutil.copytree(trained / ".hydra", empty / ".hydra")
-    with pytest.raises(UserError, match="no checkpoint at"):
+    with pytest.raises(UserError, match="no checkpoint at .* holds none: a run that stopped"):
         run_eval(compose_train([f"run={empty}"], out=tmp_path, config="eval"))
+    with pytest.raises(UserError, match=r"ckpt=middle: .* holds best.ckpt, last.ckpt\)"):
+        run_eval(compose_train([f"run={trained}", "ckpt=middle"], out=tmp_path, config="eval"))
     proc = run_train(
         [f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", "model=alexnet"],
         ENV,

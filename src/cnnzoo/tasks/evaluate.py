@@ -90,18 +90,20 @@ def checkpoint_path(cfg: DictConfig) -> Path | None:
     None (the model's own weights: ``model.weights`` / ``model.pretrained``)."""
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path).expanduser()
-    elif cfg.get("run"):
-        choice = cfg.get("ckpt", "best")
-        run = Path(cfg.run).expanduser()
-        path = run_checkpoint(run, choice) if choice in CKPTS else Path(choice)
-    else:
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={path}: no checkpoint at {path}.")
+        return path
+    if not cfg.get("run"):
         return None
+    choice = str(cfg.get("ckpt", "best"))
+    run = Path(cfg.run).expanduser()
+    path = run_checkpoint(run, choice) if choice in CKPTS else Path(choice).expanduser()
     if not path.is_file():
-        found = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
+        held = sorted(p.name for p in run_checkpoint(run).parent.glob("*.ckpt"))
         raise ConfigError(
-            f"no checkpoint at {path} (found: {found or 'none'}). A run that stopped before "
-            "its first epoch ended has none; choose ckpt=last, ckpt=/path/to/file.ckpt, or "
-            "another run."
+            f"ckpt={choice}: no checkpoint at {path} ({run_checkpoint(run).parent} holds "
+            f"{', '.join(held) or 'none: a run that stopped before its first epoch ended has none'}"
+            "). Choose ckpt=best, ckpt=last or ckpt=/path/to/file.ckpt, or another run."
         )
     return path
 
@@ -335,6 +337,7 @@ def readable_images(files: list[Path], decoder: str) -> Iterator[tuple[Path, Any
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k class names with probabilities for each image; files that are not images are
     reported on stderr and skipped."""
+    check_predict_options(cfg.predict)
     cfg = run_config(cfg)
     files = image_files(cfg.images)
     module, trained = load_module(cfg, ema=cfg.predict.get("ema", False))
@@ -365,6 +368,14 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
             console.print(f"{file}: {shown}", highlight=False)
     if cfg.predict.format == "json":
         print(json.dumps(predictions, indent=2))
-    elif cfg.predict.format != "text":
-        raise ConfigError(f"predict.format={cfg.predict.format!r}: choose text or json.")
     return predictions
+
+
+def check_predict_options(options: DictConfig) -> None:
+    """``predict.format`` and ``predict.topk``, before any image is read (a wrong format was
+    named after every image had been scored; topk=-1 failed in torch, 0 printed nothing)."""
+    if options.format not in ("text", "json"):
+        raise ConfigError(f"predict.format={options.format!r}: choose text or json.")
+    topk = options.topk
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ConfigError(f"predict.topk={topk!r}: give the number of classes shown, 1 or more.")
