@@ -195,6 +195,11 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("trainer.max_epochs=0", "trainer.max_epochs=0: give the number of epochs to train"),
         ("trainer.max_epochs=-1", "trainer.max_epochs=-1: give the number of epochs to train"),
         ("trainer.max_epochs=null", "trainer.max_epochs=null: give the number of epochs"),
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0: give the"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: give the largest"),
+        ("data.mixup_alpha=-1", "data.mixup_alpha=-1: give 0 (off) or a positive number"),
+        ("callbacks=ema callbacks.ema.decay=2", "callbacks.ema.decay=2: choose a value between"),
+        ("callbacks=ema callbacks.ema.every_n_steps=0", "callbacks.ema.every_n_steps=0: give a"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
         ("data.train_crop_scale=0.5", "data.train_crop_scale=0.5: give a range of two numbers"),
         ("data.scale_jitter=[512,256]", "data.scale_jitter=[512, 256]: give a range of two"),
@@ -212,7 +217,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
     ],
 )
 def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, override, message):
-    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none", override], tmp_path)
+    given = override.split(" ")
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "logger=none", *given], tmp_path)
     with pytest.raises(SystemExit) as e:
         train(cfg)
     assert e.value.code == 1

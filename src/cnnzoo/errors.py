@@ -25,3 +25,19 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config value that cannot work."""
+
+
+def is_whole(value: object, low: int = 1, high: int | None = None) -> bool:
+    """Whether a config value is a whole number from ``low`` to ``high`` (``True`` is not one:
+    YAML's ``true`` is a bool, and ``isinstance(True, int)``)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+
+
+def is_number(value: object, low: float = 0.0) -> bool:
+    """Whether a config value is a number (whole or not, not a bool) of at least ``low``."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= low

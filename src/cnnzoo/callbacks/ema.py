@@ -16,13 +16,18 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from cnnzoo.errors import ConfigError, is_number, is_whole
 from cnnzoo.module import topk_metrics
 
 
 class EMA(Callback):
     def __init__(self, decay: float = 0.9998, every_n_steps: int = 1) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"callbacks.ema.decay={decay}: choose a value between 0 and 1.")
+        if not is_number(decay) or not 0.0 < decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay={decay!r}: choose a value between 0 and 1.")
+        if not is_whole(every_n_steps):
+            raise ConfigError(
+                f"callbacks.ema.every_n_steps={every_n_steps!r}: give a whole number, 1 or more."
+            )
         self.decay = decay
         self.every_n_steps = every_n_steps
         self.average: AveragedModel | None = None

@@ -5,7 +5,7 @@ loader workers ``data.num_workers=auto`` means."""
 
 import pytorch_lightning as pl
 
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import ConfigError, is_whole
 
 
 def auto_workers(cpus: int, devices: int) -> int:
@@ -19,7 +19,7 @@ def auto_workers(cpus: int, devices: int) -> int:
 
 def check_batch_size(batch_size) -> None:
     """A global batch is a whole number of images, at least one."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size):
         raise ConfigError(
             f"data.batch_size={batch_size!r}: give the global batch as a positive whole number "
             "of images (256 in the papers)."

@@ -35,7 +35,7 @@ from cnnzoo.data.transforms import (
     normalize_batch,
     train_transform,
 )
-from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.errors import ConfigError, DataError, is_number
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_transform(image_size, **self.train_options)
         except ValueError as e:
             raise ConfigError(f"data: {e}.") from None
+        for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            if not is_number(alpha):
+                raise ConfigError(f"data.{name}={alpha!r}: give 0 (off) or a positive number.")
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.mix = batch_mix(mixup_alpha, cutmix_alpha, num_classes) if num_classes else None
         _choice("loader", loader, LOADERS)

@@ -32,7 +32,7 @@ from cnnzoo.build import (
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.transforms import CROPS
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import ConfigError, is_whole
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule, topk_metrics, view_probabilities
 from cnnzoo.summary import pct, plain_console
@@ -377,5 +377,5 @@ def check_predict_options(options: DictConfig) -> None:
     if options.format not in ("text", "json"):
         raise ConfigError(f"predict.format={options.format!r}: choose text or json.")
     topk = options.topk
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+    if not is_whole(topk):
         raise ConfigError(f"predict.topk={topk!r}: give the number of classes shown, 1 or more.")

@@ -34,7 +34,7 @@ from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import ResumeState, last_checkpoint_path
 from cnnzoo.csv_log import ResumableCSVLogger
 from cnnzoo.data.batching import per_device_batch_size
-from cnnzoo.errors import ConfigError, UserError
+from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.folders import (
@@ -80,8 +80,20 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     under a schedule laid out over -1 epochs, null crashed in the scheduler. And
     ``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU
     (Lightning's "No supported gpu backend found!" came after the data's setup)."""
+    accumulate = trainer_cfg.get("accumulate_grad_batches", 1)
+    if not is_whole(accumulate):
+        raise ConfigError(  # (0 failed with a ZeroDivisionError in the batch arithmetic)
+            f"trainer.accumulate_grad_batches={accumulate!r}: give the batches per optimiser "
+            "step, a whole number of 1 or more (1: no accumulation)."
+        )
+    clip = trainer_cfg.get("gradient_clip_val")
+    if clip is not None and not is_number(clip):
+        raise ConfigError(  # (Lightning took a negative one silently as no clipping)
+            f"trainer.gradient_clip_val={clip!r}: give the largest gradient norm, a positive "
+            "number, or null for no clipping."
+        )
     epochs = trainer_cfg.get("max_epochs")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not is_whole(epochs):
         shown = "null" if epochs is None else epochs
         raise ConfigError(
             f"trainer.max_epochs={shown}: give the number of epochs to train, a whole number of "

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cnnzoo.data.shards import ShardDataModule
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import ConfigError, is_whole
 from cnnzoo.files import replaced_atomically
 from cnnzoo.tasks.evaluate import (
     class_names,
@@ -97,12 +97,7 @@ def check_counts(options: DictConfig) -> None:
         ("confusion_classes", 2, None, "the classes of the confusion matrix drawn"),
     ]:
         value = options.get(key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < low
-            or (high is not None and value > high)
-        ):
+        if not is_whole(value, low, high):
             span = f"{low} to {high}" if high is not None else f"{low} or more"
             raise ConfigError(f"visualize.{key}={value!r}: give {span} ({what}).")
 
