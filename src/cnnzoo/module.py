@@ -1,5 +1,6 @@
 """The LightningModule: cross-entropy (with auxiliary heads), top-k metrics, injected optimiser."""
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.checkpointing import last_checkpoint_path
-from cnnzoo.errors import ConfigError, UserError
+from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
 
 
 class NonFiniteLossError(UserError):
@@ -51,6 +52,43 @@ def _construct(group: str, factory: Callable, *args, **kwargs):
     except (TypeError, ValueError) as e:
         name = getattr(getattr(factory, "func", factory), "__name__", str(factory))
         raise ConfigError(f"{group}: {name} refused its settings ({e}); check {group}.*.") from None
+
+
+MONITORED = re.compile(r"(train|val|val_ema)/(loss|(acc|err)_top[15])")  # what a run logs
+
+
+def check_schedule(scheduler: dict[str, Any] | None, head_lr_mult: float) -> None:
+    """The schedule's settings, refused before training where Lightning or torch would stop
+    later with a traceback (``interval=batch`` at fit start, ``monitor=val/acc`` after the first
+    epoch, StepLR's ``step_size=0`` at its first step) or take them silently (a negative
+    warm-up; a negative ``head_lr_mult`` climbs the loss)."""
+    if not is_number(head_lr_mult):
+        raise ConfigError(f"optim.head_lr_mult={head_lr_mult!r}: give 0 or a positive number.")
+    config = scheduler or {}
+    if not is_number(config.get("warmup_epochs", 0)):
+        raise ConfigError(
+            f"scheduler.warmup_epochs={config['warmup_epochs']!r}: give 0 (none) or a number of "
+            "epochs."
+        )
+    factor = config.get("warmup_start_factor", 1e-3)
+    if not is_number(factor) or not 0 < factor <= 1:
+        raise ConfigError(f"scheduler.warmup_start_factor={factor!r}: give a number in (0, 1].")
+    if not config.get("scheduler"):
+        return
+    if config.get("interval", "epoch") not in ("epoch", "step"):
+        raise ConfigError(f"scheduler.interval={config['interval']!r}: choose epoch or step.")
+    monitor = config.get("monitor")
+    if monitor is not None and not MONITORED.fullmatch(str(monitor)):
+        raise ConfigError(
+            f"scheduler.monitor={monitor!r}: not a metric the run logs; choose val/loss, "
+            "val/err_top1, val/acc_top1, val/err_top5, val/acc_top5 (or train/loss)."
+        )
+    keywords = getattr(config["scheduler"], "keywords", {}) or {}
+    if "step_size" in keywords and not is_whole(keywords["step_size"]):
+        raise ConfigError(
+            f"scheduler.scheduler.step_size={keywords['step_size']!r}: give the epochs between "
+            "decays, a whole number of 1 or more."
+        )
 
 
 def _numbers(value) -> bool:
@@ -123,6 +161,7 @@ class ClassificationModule(pl.LightningModule):
                 f"model.aux_weights={aux_weights!r}: give one loss weight per auxiliary head, as "
                 "a list: [0.3,0.3] for GoogLeNet's two, [0.4] for Inception v3's, [] for none."
             )
+        check_schedule(scheduler, head_lr_mult)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         if freeze == "backbone":
