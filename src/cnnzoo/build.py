@@ -160,6 +160,11 @@ def effective_lr(cfg: DictConfig) -> float:
         raise ConfigError(
             f"optim.lr={cfg.optim.lr!r} (model.lr unless set): give a number, e.g. model.lr=0.1."
         ) from None
+    if not lr > 0:  # (0 trained a run that learned nothing; a negative one climbed the loss)
+        raise ConfigError(
+            f"optim.lr={cfg.optim.lr!r} (model.lr unless set): give a positive learning rate, "
+            "e.g. model.lr=0.1."
+        )
     if scaling == "none":
         return lr
     if scaling == "linear":

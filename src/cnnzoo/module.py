@@ -162,6 +162,8 @@ class ClassificationModule(pl.LightningModule):
                 "a list: [0.3,0.3] for GoogLeNet's two, [0.4] for Inception v3's, [] for none."
             )
         check_schedule(scheduler, head_lr_mult)
+        if not is_number(label_smoothing) or not label_smoothing < 1:
+            raise ConfigError(f"label_smoothing={label_smoothing!r}: give a number in [0, 1).")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         if freeze == "backbone":

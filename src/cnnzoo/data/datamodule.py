@@ -215,6 +215,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             train_transform(image_size, **self.train_options)
         except ValueError as e:
             raise ConfigError(f"data: {e}.") from None
+        if not isinstance(hflip, bool):  # ("maybe" was true, silently)
+            raise ConfigError(f"data.hflip={hflip!r}: choose true or false.")
         for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
             if not is_number(alpha):
                 raise ConfigError(f"data.{name}={alpha!r}: give 0 (off) or a positive number.")
