@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from helpers import compose_train
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from cnnzoo.build import build_module
@@ -138,6 +139,19 @@ def test_more_classes_than_folders_names_the_count(photos, tmp_path):
                        r"data.root at the full tree, or set data.num_classes=null \(one class "
                        r"per folder\) or 2\."):  # fmt: skip
         build_datamodule(cfg).setup("fit")
+
+
+def test_one_class_folder_is_refused_with_what_to_add(photos, tmp_path):
+    """A tree of one class folder counted data.num_classes=1, and torchmetrics refused it with a
+    ValueError traceback through Hydra."""
+    one = tmp_path / "one"
+    for split in ("train", "val"):
+        shutil.copytree(photos / split / "ants", one / split / "ants")
+    cfg = compose_train(["data=imagefolder", f"data.root={one}"])
+    with pytest.raises(InstantiationException) as e:  # (the one line: tasks.cli unwraps it)
+        build_module(cfg)
+    assert isinstance(e.value.__cause__, ConfigError)
+    assert "data.num_classes=1: a classifier needs 2 classes" in str(e.value.__cause__)
 
 
 def test_imagefolder_asks_for_its_own_root_and_counts_its_classes(monkeypatch):

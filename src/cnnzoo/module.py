@@ -161,6 +161,11 @@ class ClassificationModule(pl.LightningModule):
                 f"model.aux_weights={aux_weights!r}: give one loss weight per auxiliary head, as "
                 "a list: [0.3,0.3] for GoogLeNet's two, [0.4] for Inception v3's, [] for none."
             )
+        if not is_whole(num_classes, 2):  # (torchmetrics' ValueError through Hydra for 1)
+            raise ConfigError(
+                f"data.num_classes={num_classes!r}: a classifier needs 2 classes or more (with "
+                "data=imagefolder: one folder per class under ROOT/train/)."
+            )
         check_schedule(scheduler, head_lr_mult)
         if not is_number(label_smoothing) or not label_smoothing < 1:
             raise ConfigError(f"label_smoothing={label_smoothing!r}: give a number in [0, 1).")
