@@ -161,10 +161,10 @@ def test_unknown_model_lists_choices_on_the_command_line(tmp_path, offline_env):
 def test_wandb_run_is_finished_when_training_fails(cache_dir, tmp_path, offline_env, capsys):
     import wandb
 
-    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "optim.lr=-1"], out=tmp_path)
+    cfg = compose_train([*tiny_overrides(cache_dir, tmp_path), "optim.momentum=-1"], tmp_path)
     with pytest.raises(SystemExit):
         train(cfg)  # fails in configure_optimizers, after the W&B run has started
-    assert "optim: SGD refused its settings (Invalid learning rate: -1" in capsys.readouterr().err
+    assert "optim: SGD refused its settings (Invalid momentum value: -1" in capsys.readouterr().err
     assert (tmp_path / "wandb").is_dir()
     assert wandb.run is None
 
