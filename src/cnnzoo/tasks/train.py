@@ -77,7 +77,8 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 
     ``trainer.max_epochs`` must be a number of epochs: 0 trained nothing and recorded the random
     network's test score as the run's result, -1 (Lightning's "for ever") trained without end
-    under a schedule laid out over -1 epochs, null crashed in the scheduler. And
+    under a schedule laid out over -1 epochs, null crashed in the scheduler.
+    ``accumulate_grad_batches`` a whole number, ``gradient_clip_val`` not negative. And
     ``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU
     (Lightning's "No supported gpu backend found!" came after the data's setup)."""
     accumulate = trainer_cfg.get("accumulate_grad_batches", 1)
