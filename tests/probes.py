@@ -134,3 +134,11 @@ class ExitAfterJobs(pl.Callback):
                 if json.loads(p.read_text()).get("status") == "finished"]  # fmt: skip
         if len(done) >= self.jobs:
             os._exit(3)
+
+
+class CtrlCWhileTesting(pl.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C raises) at the first test batch: the final test of
+    the best checkpoint, after training ended."""
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        raise KeyboardInterrupt

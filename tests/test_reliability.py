@@ -158,6 +158,32 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_testing_says_how_to_finish_and_resume_does(cache_dir, tmp_path, offline_env):
+    """Ctrl-C in the final test pass (training had ended): Lightning exited 1 without a word on
+    what to do, and the record said "SystemExit: 1"."""
+    probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}
+    args = [*tiny_overrides(cache_dir, None), "logger=csv"]
+    proc = run_train([*args, "+callbacks.stop._target_=probes.CtrlCWhileTesting"], probes,
+                     cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1
+    run = only_run(tmp_path)
+    assert "stopped while testing the best checkpoint; training had ended (epoch 1, step 3)" in (
+        proc.stdout + proc.stderr
+    )
+    assert (
+        f"finish the run's record with: python train.py resume={run}" in proc.stdout + proc.stderr
+    )
+    record = json.loads((run / "results.json").read_text())
+    assert record["status"] == "interrupted"
+    assert record["error"] == "Interrupted: Ctrl-C at epoch 1, step 3, while testing"
+    proc = run_train([f"resume={run}", "callbacks.stop=null"], probes, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((run / "results.json").read_text())
+    assert record["status"] == "finished" and "test/acc_top1" in record["metrics"]
+    assert record["global_step"] == 3  # tested, not trained again
+
+
+@pytest.mark.slow
 def test_slurm_signal_requeues_and_the_requeued_job_resumes_its_folder(
     cache_dir, tmp_path, offline_env
 ):

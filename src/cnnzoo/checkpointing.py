@@ -199,16 +199,20 @@ class ResumeState(Callback):
         where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
         self.interrupted = f"{kind} at {where}"
         checkpoint = trainer.checkpoint_callback
-        if (
-            checkpoint is None
-            or checkpoint.dirpath is None
-            or trainer.state.fn != TrainerFn.FITTING
-        ):
+        if checkpoint is None or checkpoint.dirpath is None:
+            return
+        run_dir = Path(trainer.default_root_dir)
+        if trainer.state.fn != TrainerFn.FITTING:  # the test of the best checkpoint, after fit
+            self.interrupted += ", while testing"
+            rank_zero_info(
+                f"\n{kind}: stopped while testing the best checkpoint; training had ended "
+                f"({where}). Test it and finish the run's record with: python train.py "
+                f"resume={run_dir}"
+            )
             return
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # (unset: Lightning logs that)
         self.interrupted += f"; saved {path.name}"
-        run_dir = Path(trainer.default_root_dir)
         rank_zero_info(
             f"\n{kind}: training stopped at {where}; saved {path}.\nResume with: python "
             f"train.py resume={run_dir}"
