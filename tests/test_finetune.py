@@ -61,6 +61,22 @@ def test_a_linear_probe_changes_only_the_classifier(photos, weights, tmp_path, o
     assert len(ckpt["optimizer_states"][0]["param_groups"][0]["params"]) == 2  # fc w and b
 
 
+def test_another_runs_checkpoint_is_taken_as_weights(photos, weights, tmp_path):
+    """model.weights=RUN/checkpoints/best.ckpt (fine-tuning from one's own run) was refused
+    ("export one with python -m cnnzoo.export"); its network's weights are taken, the head
+    re-initialised for the new classes, and another architecture's checkpoint still refused."""
+    start = torch.load(weights, weights_only=True)
+    ckpt = tmp_path / "best.ckpt"  # a Lightning checkpoint of a 1000-class cnnzoo resnet18
+    torch.save({"state_dict": {f"net.{k}": v for k, v in start.items()}, "epoch": 3}, ckpt)
+    net = build_module(compose_train(finetune(photos, ckpt, tmp_path))).net
+    assert torch.equal(net.conv1.weight, start["conv1.weight"])
+    assert torch.equal(net.layer4[1].bn2.running_var, start["layer4.1.bn2.running_var"])
+    assert net.fc.weight.shape == (2, 512)
+    with pytest.raises(InstantiationException) as e:  # (the one line: tasks.cli unwraps it)
+        build_module(compose_train(finetune(photos, ckpt, tmp_path, "model=resnet34")))
+    assert "do not fit model 'resnet34'" in str(e.value.__cause__)
+
+
 def test_fine_tuning_without_weights_is_refused(photos, weights, tmp_path, capsys):
     """A forgotten model.weights= trained the fine-tuning recipe (lr 0.001) from random weights."""
     args = [a for a in finetune(photos, weights, tmp_path) if not a.startswith("model.weights=")]

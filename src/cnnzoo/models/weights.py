@@ -85,11 +85,14 @@ def load_weights(net: nn.Module, name: str, path: str | None = None) -> None:
         if not file.is_file():
             raise ConfigError(f"model.weights={path}: no such file (for model {name!r}).")
     state = read_torch_file(file, f"model.weights={file}")
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        raise ConfigError(
-            f"{file} is a training checkpoint, not a torchvision-format state dict; export one "
-            "with `python -m cnnzoo.export`, or resume training with ckpt_path=."
-        )
+    if "state_dict" in state and isinstance(state["state_dict"], dict):  # a Lightning checkpoint
+        state = net_state_dict(state, source=str(file))  # a cnnzoo run's: its network's weights
+        if not state:
+            raise ConfigError(
+                f"model.weights={file} is a Lightning checkpoint without a cnnzoo network "
+                "(no net.* weights): give a torchvision-format state dict (.pth), or a "
+                "checkpoint from a cnnzoo run's checkpoints/ folder."
+            )
     _load_matching(net, name, file, state)
 
 
