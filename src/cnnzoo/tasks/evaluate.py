@@ -99,9 +99,10 @@ def checkpoint_path(cfg: DictConfig) -> Path | None:
     run = Path(cfg.run).expanduser()
     path = run_checkpoint(run, choice) if choice in CKPTS else Path(choice).expanduser()
     if not path.is_file():
-        held = sorted(p.name for p in run_checkpoint(run).parent.glob("*.ckpt"))
+        folder = run_checkpoint(run).parent
+        held = sorted(p.name for p in folder.glob("*.ckpt"))
         raise ConfigError(
-            f"ckpt={choice}: no checkpoint at {path} ({run_checkpoint(run).parent} holds "
+            f"ckpt={choice}: no checkpoint at {path} ({folder} holds "
             f"{', '.join(held) or 'none: a run that stopped before its first epoch ended has none'}"
             "). Choose ckpt=best, ckpt=last or ckpt=/path/to/file.ckpt, or another run."
         )

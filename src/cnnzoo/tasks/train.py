@@ -111,7 +111,9 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, gmacs: float | None = None) -> pl.Trainer:
+    """The run's Trainer with its loggers and callbacks; the model summary shows ``gmacs``
+    (the network's multiply-adds per image, counted here when not given)."""
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:  # nothing to report a learning rate to
@@ -125,7 +127,8 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     check_other_nodes_start(trainer)
     for i, callback in enumerate(trainer.callbacks):  # Lightning's own, from enable_model_summary
         if type(callback) is RichModelSummary:
-            trainer.callbacks[i] = NetworkSummary(flops=2e9 * model_gmacs(cfg.model))
+            gmacs = model_gmacs(cfg.model) if gmacs is None else gmacs
+            trainer.callbacks[i] = NetworkSummary(flops=2e9 * gmacs)
     if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator):
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm has no CPU "
@@ -153,11 +156,12 @@ def check_other_nodes_start(trainer: pl.Trainer) -> None:
         )
 
 
-def run_facts(cfg: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
-    """What a comparison of runs needs beyond the config: size, cost and code version."""
+def run_facts(module: pl.LightningModule, gmacs: float) -> dict[str, Any]:
+    """What a comparison of runs needs beyond the config: size, cost (``gmacs``: multiply-adds
+    per image at model.input_size) and code version."""
     return {
         "num_params": sum(p.numel() for p in module.parameters()),
-        "gmacs": model_gmacs(cfg.model),  # per image at model.input_size
+        "gmacs": gmacs,
         **code_version(),
     }
 
@@ -293,7 +297,8 @@ def _train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")  # a missing or malformed data tree fails here, before any work
     check_input_size(cfg.model)
     module = build_module(cfg)
-    trainer = build_trainer(cfg)
+    gmacs = model_gmacs(cfg.model)  # (counted once: the model summary and the record)
+    trainer = build_trainer(cfg, gmacs)
     for logger in trainer.loggers:
         if isinstance(logger, ResumableCSVLogger) and resume is not None:
             logger.resume_step = resume.global_step  # metrics.csv goes on from there
@@ -314,7 +319,7 @@ def _train(cfg: DictConfig) -> float | None:
     if job := slurm_job_id():
         started_fields["slurm_job_id"] = job
     try:
-        facts = run_facts(cfg, module)
+        facts = run_facts(module, gmacs)
         record.update(**started_fields, **facts)  # readable while it runs (report.py)
         log_hyperparameters(trainer, cfg, facts, datamodule.batch_size)
         if cfg.get("tune") is not None:
