@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format models clean bench gpu-check gpu-kit bench-index sweep report
+.PHONY: help install train test test-fast lint format models clean bench bench-parity gpu-check gpu-kit bench-index sweep report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size,
 
 bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a plain loop, transforms vs torchvision's
 	$(BIN)/python benchmarks/cpu_bench.py --out cpu_bench.md
+
+bench-parity: $(STAMP)  ## does cnnzoo learn as well as a plain torchvision loop? make bench-parity ROOT=photos [SEEDS=10]
+	@test -n "$(ROOT)" || { echo "give a folder of photos: make bench-parity ROOT=DIR (DIR/train/<class>/*, DIR/val/<class>/*)" >&2; exit 2; }
+	$(BIN)/python benchmarks/parity.py --root "$(ROOT)" --seeds $(or $(SEEDS),10) $(ARGS)
 
 bench-index: $(STAMP)  ## start-up and worker memory on a 1.28M-file ImageNet-shaped tree (in /tmp)
 	$(BIN)/python benchmarks/imagenet_scale.py
