@@ -1,12 +1,17 @@
 """The ImageFolder DataModule: clear errors for bad trees, global batch semantics."""
 
+import dataclasses
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import fake_trainer, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
+from cnnzoo.data.options import DataOptions, LoadingOptions, RecipeOptions, TreeOptions
+from cnnzoo.data.pipelines import Placement
+from cnnzoo.data.tree import ImageTree
 from cnnzoo.errors import ConfigError, DataError
 
 
@@ -110,9 +115,74 @@ def test_device_defaults_follow_the_trainer_attached_later(cache_dir):
     dm.trainer = fake_trainer(device="cuda", devices=2)
     loader = dm.train_dataloader()
     assert loader.num_workers == auto_workers(len(os.sched_getaffinity(0)), 2)
-    dm.num_workers = 0  # (the batch itself, read in this process)
+    dm.loading = dataclasses.replace(dm.loading, num_workers=0)  # (the batch, in this process)
     images, _ = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8
     assert next(iter(dm.val_dataloader()))[0].dtype == torch.uint8
     dm.trainer = fake_trainer(device="cpu")
     assert next(iter(dm.train_dataloader()))[0].dtype == torch.float32
+
+
+def test_data_settings_are_sorted_into_typed_options_and_unknown_keys_named():
+    options = DataOptions.parse(root="~/photos", batch_size=64, train_crop="vgg", decoder="pil")
+    assert options.tree == TreeOptions(root=Path("~/photos").expanduser())
+    assert options.recipe.train_crop == "vgg" and options.recipe.scale_jitter == (256, 512)
+    assert options.loading == LoadingOptions(batch_size=64, decoder="pil")
+    with pytest.raises(ConfigError, match=r"does not take data.batchsize, data.crop\. Drop them"
+                       r" with ~data.batchsize ~data.crop; it takes: auto_augment, batch_size"):
+        DataOptions.parse(batchsize=64, crop="vgg")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "value", "message"),
+    [
+        (LoadingOptions, "decoder", "opencv", "data.decoder='opencv': choose one of"),
+        (LoadingOptions, "on_bad_file", "ignore", "data.on_bad_file='ignore': choose one of"),
+        (LoadingOptions, "dali_device", "tpu", "data.dali_device='tpu': choose one of"),
+        (LoadingOptions, "num_workers", -1, "data.num_workers=-1: give a count >= 0 or auto"),
+        (LoadingOptions, "batch_size", "32", "data.batch_size='32': give the global batch"),
+        (RecipeOptions, "train_crop", "random", "data.train_crop='random': choose one of"),
+        (RecipeOptions, "hflip", "maybe", "data.hflip='maybe': choose true or false"),
+        (RecipeOptions, "train_crop_scale", [1.0, 0.5], "give a range of two numbers"),
+        (TreeOptions, "val_from_train", 1.5, "data.val_from_train=1.5: give a whole number"),
+        (TreeOptions, "wnids", "coco", "data.wnids='coco': choose one of"),
+    ],
+)
+def test_each_data_setting_is_checked_where_its_option_is_made(group, key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        group(**{key: value})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):  # the same one check
+        DataOptions.parse(**{key: value})
+
+
+def test_the_tree_is_read_without_lightning(cache_dir):
+    """Index, classes, held-out split and names: an ImageTree needs no trainer."""
+    root = next(cache_dir.glob("sample_*"))
+    tree = ImageTree(TreeOptions(root, num_classes=None, val_from_train=1, split_seed=3))
+    splits = tree.splits()
+    assert tree.num_classes() == 10 and splits.classes[0] == "n01440764"
+    assert len(splits.val) == 10 and len(splits.train) + len(splits.val) == 80
+    assert len(splits.test) == 40 and splits.test is not splits.val
+    assert tree.names(splits.classes)[0] == "tench"
+    assert ImageTree(TreeOptions(root, num_classes=10)).splits().val.folder == str(root / "val")
+
+
+def test_a_placement_stands_for_the_trainer(cache_dir):
+    """What loading reads of the trainer is one object: a placement alone builds rank 1's
+    share of 2 at the per-device batch, with no trainer."""
+    dm = module(str(next(cache_dir.glob("sample_*"))), batch_size=8)
+    dm.setup("fit")
+    dm.placement_override = Placement(rank=1, world_size=2, epoch=3)
+    loader = dm.train_dataloader()
+    assert loader.batch_size == 4 and loader.sampler.epoch == 3
+    assert list(loader.sampler) == list(_shares(dm, 3)[1])
+
+
+def _shares(dm, epoch):
+    from cnnzoo.data.loading import SeededSampler
+
+    size = len(dm.datasets["train"])
+    samplers = [SeededSampler(size, shuffle=True, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    for sampler in samplers:
+        sampler.set_epoch(epoch)
+    return samplers

@@ -51,6 +51,23 @@ def test_eval_of_a_run_reproduces_its_test_metrics_exactly(trained, tmp_path):
     assert after == before  # the training run's files are untouched
 
 
+@pytest.mark.slow
+def test_eval_overrides_are_read_as_hydra_reads_them(trained, tmp_path):
+    """data.batch_size=320 is a number (it was the string '320' and refused), and the other
+    decoder scores the run the same (the decoders agree to a grey level)."""
+    trained_top1 = json.loads((trained / "results.json").read_text())["metrics"]["test/acc_top1"]
+    for args in (["data.batch_size=320", "data.decoder=pil"], ["model.eval_resize=40"]):
+        cwd = tmp_path / args[0]
+        cwd.mkdir()
+        proc = run_train([f"run={trained}", *args], ENV, cwd=cwd, script="eval.py")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (folder,) = (cwd / "outputs" / "eval").iterdir()
+        result = json.loads((folder / "eval.json").read_text())
+        assert result["images"] == 40
+        if "data.decoder=pil" in args:
+            assert result["acc_top1"] == trained_top1
+
+
 def test_views_are_averaged_as_softmax_probabilities():
     class Fixed(torch.nn.Module):  # logits of two images x two views, in (N * V) order
         def forward(self, images):

@@ -211,7 +211,7 @@ def test_cached_index_is_reused_without_a_walk_and_rebuilt_on_change(tmp_path, m
 def test_files_left_out_by_their_name_are_named(tmp_path, caplog, monkeypatch):
     """A .gif among the photos, a Thumbs.db: left out, and said once (they were left out
     silently), from a fresh walk and from the cached index alike."""
-    from cnnzoo.data import datamodule as datamodule_module
+    from cnnzoo.data import tree as tree_module
 
     root = make_tree(tmp_path / "t")
     (root / "train" / WNIDS[1] / "cat.gif").write_bytes(jpeg_bytes(1, fmt="GIF"))
@@ -221,7 +221,7 @@ def test_files_left_out_by_their_name_are_named(tmp_path, caplog, monkeypatch):
         f"{WNIDS[1]}/cat.gif, {WNIDS[2]}/Thumbs.db (read: .jpg .jpeg .png"
     )
     for _ in range(2):  # the second from the cache, as in a new process
-        monkeypatch.setattr(datamodule_module, "_SAID_LEFT_OUT", set())
+        monkeypatch.setattr(tree_module, "_SAID_LEFT_OUT", set())
         caplog.clear()
         dm = datamodule(root, index_cache=str(tmp_path / "cache"))
         dm.prepare_data()

@@ -15,8 +15,8 @@ class BadFileReport(pl.Callback):
         self.skipped: list[tuple[str, str]] = []
 
     def _report(self, trainer: pl.Trainer, stage: str) -> None:
-        new_skipped = getattr(trainer.datamodule, "new_skipped", None)
-        entries = new_skipped() if new_skipped is not None else []
+        data = trainer.datamodule  # (cnnzoo.data.protocol.RunData)
+        entries = data.new_skipped() if data is not None else []
         if entries:
             self.skipped += entries
             lines = "\n".join(f"  {path}  ({reason})" for path, reason in entries)

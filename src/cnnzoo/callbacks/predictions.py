@@ -33,9 +33,8 @@ class PredictionGrid(pl.Callback):
             return
         if trainer.current_epoch not in self.epochs(trainer.max_epochs):
             return
-        datamodule = trainer.datamodule
-        preview = getattr(datamodule, "preview_items", None)
-        items = preview(self.images, self.seed) if preview is not None else []
+        datamodule = trainer.datamodule  # (cnnzoo.data.protocol.RunData)
+        items = datamodule.preview_items(self.images, self.seed) if datamodule is not None else []
         if not items:
             return
         images = torch.stack([image for image, _ in items])

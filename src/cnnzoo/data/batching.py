@@ -1,9 +1,7 @@
 """The batch arithmetic, in one place: ``data.batch_size`` is the global batch of one optimiser
 step; each device loads global / (world size x gradient accumulation) per pass (evaluation:
-divided again by the views per image, ``ImageFolderDataModule.pass_batch_size``); and how many
+divided again by the views per image, ``pipelines.Placement.pass_batch_size``); and how many
 loader workers ``data.num_workers=auto`` means."""
-
-import pytorch_lightning as pl
 
 from cnnzoo.errors import ConfigError, is_whole
 
@@ -11,9 +9,8 @@ from cnnzoo.errors import ConfigError, is_whole
 def auto_workers(cpus: int, devices: int) -> int:
     """DataLoader workers per device: the node's CPUs shared by its devices, one left for each
     device's main process, at least 1 and at most 16 (torchvision's reference scripts' default).
-    A GPU that takes 3,000+ images/s needs every core decoding: 12 workers on a 16-core H100
-    and H200 still left ResNet-50 waiting for data 39-57% of the time (BENCHMARKS.md). A worker
-    costs little memory here: the file index is shared, not copied (2 MiB private per worker)."""
+    A fast GPU needs every core decoding (BENCHMARKS.md); a worker costs little memory, as the
+    file index is shared, not copied."""
     return max(1, min(16, cpus // max(1, devices) - 1))
 
 
@@ -26,10 +23,9 @@ def check_batch_size(batch_size) -> None:
         )
 
 
-def per_device_batch_size(batch_size: int, trainer: pl.Trainer | None) -> int:
-    """The images per forward pass on one device for a global ``batch_size``."""
-    world = trainer.world_size if trainer is not None else 1
-    accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+def per_device_batch_size(batch_size: int, world: int = 1, accumulate: int = 1) -> int:
+    """The images per forward pass on one of ``world`` devices for a global ``batch_size``
+    (``accumulate``: trainer.accumulate_grad_batches)."""
     if batch_size % (world * accumulate):
         raise ConfigError(
             f"data.batch_size={batch_size} is the global batch and must divide by the "

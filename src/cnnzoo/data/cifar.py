@@ -6,16 +6,16 @@ set; val is the test set too unless ``val_from_train`` holds out training images
 Pair with ``model.small_input=true`` (``data=cifar10`` sets it, with the 32 px sizes).
 """
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from cnnzoo.data.datamodule import ImageFolderDataModule, _choice, pick_per_class
+from cnnzoo.data.datamodule import ImageDataModule
 from cnnzoo.data.loading import seeded
+from cnnzoo.data.options import DataOptions, choice
+from cnnzoo.data.tree import pick_per_class
 from cnnzoo.errors import ConfigError, DataError
 
 VARIANTS = {
@@ -43,7 +43,7 @@ class SeededDataset(Dataset):
             return self.transform(image), target
 
 
-class CIFARDataModule(ImageFolderDataModule):
+class CIFARDataModule(ImageDataModule):
     """CIFAR-10/100: train with random 32 px crops of the 4-px zero-padded image and flips (He
     et al. 2016, sec. 4.2), evaluate on the plain image; normalised with the set's own mean/std.
     """
@@ -57,15 +57,13 @@ class CIFARDataModule(ImageFolderDataModule):
         image_size: int = 32,
         download: bool = True,
         batch_size: int = 128,
-        val_from_train: int = 0,
-        split_seed: int = 0,
-        **kwargs,
+        **settings,
     ) -> None:
-        _choice("variant", variant, tuple(VARIANTS))
-        if kwargs.get("loader", "workers") != "workers":
+        choice("variant", variant, tuple(VARIANTS))
+        if settings.get("loader", "workers") != "workers":
             raise ConfigError(
-                f"data.loader={kwargs['loader']}: {variant} comes as arrays in memory, with no "
-                "image files for DALI to decode; use data.loader=workers (DALI reads "
+                f"data.loader={settings['loader']}: {variant} comes as arrays in memory, with "
+                "no image files for DALI to decode; use data.loader=workers (DALI reads "
                 "data=imagenet, imagefolder, sample and the shards)."
             )
         self.variant = variant
@@ -76,19 +74,12 @@ class CIFARDataModule(ImageFolderDataModule):
             )
         if num_classes not in (None, classes):
             raise ConfigError(f"data.num_classes={num_classes}: {variant} has {classes} classes.")
-        super().__init__(
-            root,
-            num_classes=classes,
-            batch_size=batch_size,
-            image_size=32,
-            eval_resize=32,
-            val_from_train=val_from_train,
-            split_seed=split_seed,
-            normalize_on_device=False,
-            root_setting="data.root",
-            **kwargs,
-        )
-        self.download = download
+        options = DataOptions.parse(
+            root=root, num_classes=classes, batch_size=batch_size, image_size=32,
+            eval_resize=32, normalize_on_device=False, root_setting="data.root", **settings,
+        )  # fmt: skip
+        super().__init__(options)
+        self.root, self.download = options.tree.root, download
         tail = [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
         self.cifar_train_tf = v2.Compose(
             [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), *tail]
@@ -122,9 +113,10 @@ class CIFARDataModule(ImageFolderDataModule):
             return
         train_base, test_base = self._open(train=True), self._open(train=False)
         train_idx, held_idx = np.arange(len(train_base)), None
-        if self.val_from_train:
-            held = pick_per_class(train_base.targets, self.num_classes, self.val_from_train,
-                                  self.split_seed)  # fmt: skip
+        tree = self.options.tree
+        if tree.val_from_train:
+            held = pick_per_class(train_base.targets, self.num_classes, tree.val_from_train,
+                                  tree.split_seed)  # fmt: skip
             train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
         test = SeededDataset(test_base, self.cifar_eval_tf)
         self.datasets = {
@@ -143,5 +135,5 @@ class CIFARDataModule(ImageFolderDataModule):
         self.setup()
         return list(self.datasets["train"].classes)
 
-    def _checked_root(self) -> Path:
-        return self.root
+    def class_ids(self) -> list[str]:
+        return self.class_names()

@@ -18,9 +18,8 @@ from torch.utils.data import Dataset, default_collate
 
 from cnnzoo.data.index import SplitIndex
 from cnnzoo.data.loading import seeded
-from cnnzoo.errors import ConfigError, DataError
-
-BAD_FILE_POLICIES = ("error", "skip")
+from cnnzoo.data.options import DEFAULT_DECODER
+from cnnzoo.errors import DataError
 
 
 class BadImageError(DataError):
@@ -81,10 +80,7 @@ def upright(image: Image.Image) -> None:
         ImageOps.exif_transpose(image, in_place=True)
 
 
-DECODERS = ("torchvision", "pil")
-
-
-def load_image(path: str, decoder: str = "torchvision"):
+def load_image(path: str, decoder: str = DEFAULT_DECODER):
     """The decoded image as the transforms take it: with ``torchvision``, a uint8 (3, H, W)
     tensor from ``torchvision.io.decode_image`` (libjpeg-turbo; 1.5x to 1.9x the images/s of the
     PIL path per worker, BENCHMARKS.md), falling back to PIL for what it cannot read; with
@@ -99,7 +95,7 @@ def load_image(path: str, decoder: str = "torchvision"):
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def decode_bytes(data: bytes, name: str, decoder: str = "torchvision"):
+def decode_bytes(data: bytes, name: str, decoder: str = DEFAULT_DECODER):
     """``load_image`` for an image already in memory (a file's bytes, a sample of a shard);
     ``name`` says where it came from in a ``BadImageError``. With ``torchvision`` only JPEGs
     (by their first bytes) go to torchvision's decoder; its PNG decoder kills the process on
@@ -150,15 +146,9 @@ class IndexedImages(Dataset):
         transform,
         on_bad_file: str = "error",
         skip_log: Path | None = None,
-        decoder: str = "torchvision",
+        decoder: str = DEFAULT_DECODER,
     ) -> None:
-        if decoder not in DECODERS:
-            raise ConfigError(f"data.decoder={decoder!r}: choose one of {list(DECODERS)}.")
         self.decoder = decoder
-        if on_bad_file not in BAD_FILE_POLICIES:
-            raise ConfigError(
-                f"data.on_bad_file={on_bad_file!r}: choose one of {list(BAD_FILE_POLICIES)}."
-            )
         if on_bad_file == "skip" and skip_log is None:
             raise ValueError("on_bad_file='skip' needs a skip_log file")
         self.index, self.transform = index, transform

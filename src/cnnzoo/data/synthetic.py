@@ -26,7 +26,11 @@ class _RepeatedBatch(Dataset):
 
 class SyntheticDataModule(pl.LightningDataModule):
     """``steps_per_epoch`` training batches (``val_steps`` for val/test) of normal noise with
-    random labels, made once per process; ``batch_size`` is the global batch, as for ImageNet."""
+    random labels, made once per process; ``batch_size`` is the global batch, as for ImageNet.
+    Implements ``protocol.RunData``: no images, no class names (what needs them is refused)."""
+
+    has_images = False
+    eval_crop = "center"
 
     def __init__(
         self,
@@ -56,7 +60,11 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.seed = seed
 
     def _loader(self, split: str) -> DataLoader:
-        n = per_device_batch_size(self.batch_size, self.trainer)
+        trainer = self.trainer
+        world, accumulate = (
+            (trainer.world_size, trainer.accumulate_grad_batches) if trainer else (1, 1)
+        )
+        n = per_device_batch_size(self.batch_size, world, accumulate)
         generator = torch.Generator().manual_seed(self.seed)
         images = torch.randn(n, 3, self.image_size, self.image_size, generator=generator)
         labels = torch.randint(self.num_classes, (n,), generator=generator)
@@ -74,3 +82,31 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("val")
+
+    def _no_images(self) -> ConfigError:
+        return ConfigError(
+            "this run trained on SyntheticDataModule (random noise with random labels, to "
+            "measure speed): it has no images to score and no class names. Evaluate, predict "
+            "and visualize runs trained on images (visualize.py what=filters works for any run)."
+        )
+
+    def eval_loader(self, split: str, crop: str = "center") -> DataLoader:
+        raise self._no_images()
+
+    def view_transform(self, crop: str = "center", normalize: bool = True):
+        raise self._no_images()
+
+    def class_names(self) -> list[str]:
+        raise self._no_images()
+
+    def class_ids(self) -> list[str]:
+        raise self._no_images()
+
+    def train_files(self) -> None:
+        return None
+
+    def preview_items(self, count: int, seed: int) -> list:
+        return []
+
+    def new_skipped(self) -> list[tuple[str, str]]:
+        return []

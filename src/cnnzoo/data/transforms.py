@@ -80,13 +80,11 @@ def train_transform(
         steps: list = [v2.RandomResizedCrop(image_size, scale=tuple(crop_scale))]
     elif crop == "alexnet":
         steps = [v2.Resize(resize), v2.CenterCrop(resize), v2.RandomCrop(image_size)]
-    elif crop == "vgg":
+    else:  # vgg (data.train_crop is checked with the other data settings: data/options.py)
         low, high = scale_jitter
         if low < image_size:
             raise ValueError(f"scale_jitter {list(scale_jitter)} is below the crop {image_size}")
         steps = [v2.RandomShortestSize(list(range(low, high + 1))), v2.RandomCrop(image_size)]
-    else:
-        raise ValueError(f"train crop {crop!r}: choose one of {list(TRAIN_CROPS)}")
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if color_jitter:

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from cnnzoo.data.images import DECODERS, BadImageError, load_image
+from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.index import IMAGE_EXTENSIONS, file_identity, walk_once
+from cnnzoo.data.options import DECODERS, DEFAULT_DECODER
 
 
 def image_files(root: Path) -> list[str]:
@@ -34,7 +35,7 @@ def image_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def check(paths: list[str], decoder: str = "torchvision") -> list[tuple[str, str]]:
+def check(paths: list[str], decoder: str = DEFAULT_DECODER) -> list[tuple[str, str]]:
     """(path, reason) of the files in ``paths`` that do not decode."""
     bad = []
     for path in paths:
@@ -46,7 +47,7 @@ def check(paths: list[str], decoder: str = "torchvision") -> list[tuple[str, str
 
 
 def verify(
-    root: Path, workers: int, chunk: int = 256, decoder: str = "torchvision"
+    root: Path, workers: int, chunk: int = 256, decoder: str = DEFAULT_DECODER
 ) -> tuple[int, list[tuple[str, str]]]:
     """(images checked, unreadable (path, reason) sorted by path)."""
     files = image_files(root)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes (all CPUs)"
     )
     parser.add_argument(
-        "--decoder", choices=DECODERS, default="torchvision", help="as data.decoder"
+        "--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="as data.decoder"
     )
     args = parser.parse_args(argv)
     if not args.root.is_dir():

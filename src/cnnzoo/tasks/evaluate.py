@@ -31,6 +31,8 @@ from cnnzoo.build import (
 )
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.images import BadImageError, load_image
+from cnnzoo.data.options import DEFAULT_DECODER
+from cnnzoo.data.protocol import RunData
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import ConfigError, is_whole
 from cnnzoo.models.weights import net_state_dict, read_torch_file
@@ -43,7 +45,7 @@ from cnnzoo.tasks.folders import (
     run_checkpoint,
     where_it_ran,
 )
-from cnnzoo.tasks.launch import job_overrides
+from cnnzoo.tasks.launch import job_overrides, parsed_override
 
 log = logging.getLogger(__name__)
 CKPTS = ("best", "last")  # ckpt=best|last: the run's checkpoints by name
@@ -79,9 +81,9 @@ def run_config(cfg: DictConfig) -> DictConfig:
         if isinstance(root, str) and (found := where_it_ran(run, root)) is not None:
             merged.data.root = found  # (data.root=photos, and this command runs elsewhere)
     for override in job_overrides() or []:
-        key, _, value = override.partition("=")
+        key, value = parsed_override(override)
         if key.split(".")[0] in ("model", "data") and "." in key:
-            OmegaConf.update(merged, key, OmegaConf.create({"v": value}).v, force_add=True)
+            OmegaConf.update(merged, key, value, force_add=True)
     return merged
 
 
@@ -152,17 +154,12 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
     return module.eval(), None
 
 
-def image_datamodule(cfg: DictConfig):
+def image_datamodule(cfg: DictConfig) -> RunData:
     """The run's DataModule, for scoring or showing images: a ``data=synthetic`` run (random
     noise with random labels, for measuring speed) has neither images nor class names."""
-    datamodule = build_datamodule(cfg)
-    if not hasattr(datamodule, "eval_loader"):
-        raise ConfigError(
-            f"this run trained on {cfg.data._target_.rsplit('.', 1)[-1]} (random noise with "
-            "random labels, to measure speed): it has no images to score and no class names. "
-            "Evaluate, predict and visualize runs trained on images (visualize.py what=filters "
-            "works for any run)."
-        )
+    datamodule: RunData = build_datamodule(cfg)
+    if not datamodule.has_images:
+        datamodule.eval_loader("val")  # (refuses, saying why)
     return datamodule
 
 
@@ -265,7 +262,7 @@ def most_confused(confusion: Tensor, names: list[str], n: int = 10) -> list[dict
 
 
 def write_per_class(path: Path, confusion: Tensor, top5_hits: Tensor, names, datamodule) -> None:
-    folders = datamodule.class_ids() if hasattr(datamodule, "class_ids") else names
+    folders = datamodule.class_ids()
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "wnid", "name", "images", "acc_top1", "acc_top5"])
@@ -349,7 +346,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     k = min(cfg.predict.topk, len(names))
     console = plain_console()
     predictions = []
-    for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
+    for file, image in readable_images(files, cfg.data.get("decoder", DEFAULT_DECODER)):
         views = transform(image)
         probs = predict_probabilities(module, views[None].to(device()))[0]
         top = probs.topk(k)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -262,6 +263,15 @@ def job_overrides() -> list[str] | None:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # HydraConfig not set: called in-process, e.g. by tests
         return None
+
+
+def parsed_override(text: str) -> tuple[str, Any]:
+    """``key=value`` as Hydra reads it: ``320`` a number, ``false`` False, ``[1,2]`` a list,
+    ``null`` None (``+key=`` and ``++key=`` give the key alone)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_override(text)
+    return override.key_or_group, override.value()
 
 
 JOB_ENV = "CNNZOO_DDP_JOB"  # the job's overrides and folder, for the DDP ranks Lightning starts

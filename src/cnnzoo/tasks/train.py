@@ -73,14 +73,9 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
 
 
 def check_trainer(trainer_cfg: DictConfig) -> None:
-    """Trainer settings Lightning would take and then misuse, refused before any data is read.
-
-    ``trainer.max_epochs`` must be a number of epochs: 0 trained nothing and recorded the random
-    network's test score as the run's result, -1 (Lightning's "for ever") trained without end
-    under a schedule laid out over -1 epochs, null crashed in the scheduler.
-    ``accumulate_grad_batches`` a whole number, ``gradient_clip_val`` not negative. And
-    ``trainer.accelerator=gpu`` (trainer=gpu, trainer=ddp) where torch sees no CUDA GPU
-    (Lightning's "No supported gpu backend found!" came after the data's setup)."""
+    """Trainer settings Lightning would take and then misuse, refused before any data is read:
+    ``max_epochs`` a whole number of 1 or more, ``accumulate_grad_batches`` a whole number,
+    ``gradient_clip_val`` not negative, and a GPU accelerator only where torch sees a CUDA GPU."""
     accumulate = trainer_cfg.get("accumulate_grad_batches", 1)
     if not is_whole(accumulate):
         raise ConfigError(  # (0 failed with a ZeroDivisionError in the batch arithmetic)
@@ -406,7 +401,9 @@ def _results(
         "optim": OmegaConf.to_container(cfg.optim, resolve=True),
         "lr": effective_lr(cfg),  # after optim.lr_scaling
         "global_batch_size": global_batch,
-        "per_device_batch_size": per_device_batch_size(global_batch, trainer),
+        "per_device_batch_size": per_device_batch_size(
+            global_batch, trainer.world_size, trainer.accumulate_grad_batches
+        ),
         "world_size": trainer.world_size,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from cnnzoo.data.shards import ShardDataModule
+from cnnzoo.data.options import DEFAULT_DECODER
 from cnnzoo.errors import ConfigError, is_whole
 from cnnzoo.files import replaced_atomically
 from cnnzoo.tasks.evaluate import (
@@ -242,13 +242,11 @@ def train_index(cfg: DictConfig, module, datamodule, checkpoint: Path, out: Path
             return saved["features"].float() * saved["scale"], saved["paths"]
         except Exception as e:  # damaged (a disk that filled up): computed again
             log.warning("the feature cache %s is unreadable (%s); computing it again", cache, e)
-    if isinstance(datamodule, ShardDataModule) or not hasattr(datamodule, "eval_loader"):
-        raise ConfigError(NO_TREE.format(data=cfg.data._target_))
     datamodule.prepare_data()
-    loader = datamodule.eval_loader("train")  # centre crops: (N, 1, 3, H, W)
-    index = getattr(datamodule.datasets["train"], "index", None)
-    if index is None:  # CIFAR: arrays, no files to show
+    index = datamodule.train_files()
+    if index is None:  # CIFAR's arrays, shards: no files to show
         raise ConfigError(NO_TREE.format(data=cfg.data._target_))
+    loader = datamodule.eval_loader("train")  # centre crops: (N, 1, 3, H, W)
     target = device()
     module.to(target)
     features = [penultimate_features(module, views[:, 0].to(target)).cpu() for views, _ in loader]
@@ -266,9 +264,8 @@ def nearest(query: Tensor, features: Tensor, k: int) -> Tensor:
 
 
 def pages(count: int, size: int) -> list[slice]:
-    """The query images drawn per picture: a folder of 300 photos in one figure of 1,800
-    panels took matplotlib over 6 minutes (and the Grad-CAM of all at once held every
-    image's activations and gradients together)."""
+    """The query images drawn per picture, ``size`` at a time: a figure (and a Grad-CAM pass)
+    holds one page of images, never the whole folder."""
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 
@@ -280,7 +277,7 @@ def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: 
     queries, pictures = read_queries(cfg, datamodule)
     features, paths = train_index(cfg, module, datamodule, checkpoint, out)
     shown = datamodule.view_transform("center", normalize=False)
-    decoder = cfg.data.get("decoder", "pil")
+    decoder = cfg.data.get("decoder", DEFAULT_DECODER)
     module.to(device())
     drawn = []
     for page in pages(len(pictures), NEIGHBOUR_ROWS):
@@ -381,7 +378,7 @@ def read_queries(cfg: DictConfig, datamodule) -> tuple[Tensor, list[tuple[Path, 
     shown = datamodule.view_transform("center", normalize=False)
     inputs, pictures = [], []
     files = image_files(cfg.get("images"))
-    for file, image in readable_images(files, cfg.data.get("decoder", "pil")):
+    for file, image in readable_images(files, cfg.data.get("decoder", DEFAULT_DECODER)):
         inputs.append(transform(image)[0])
         pictures.append((file, shown(image)[0]))
     if not inputs:

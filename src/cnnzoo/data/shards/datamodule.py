@@ -6,38 +6,46 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from cnnzoo.data.classes import imagenet_name_of, imagenet_wnids
-from cnnzoo.data.datamodule import ImageFolderDataModule
+from cnnzoo.data import pipelines
+from cnnzoo.data.classes import imagenet_wnids
+from cnnzoo.data.datamodule import ImageDataModule
+from cnnzoo.data.options import DataOptions
 from cnnzoo.data.sample import build_in_place, ensure_sample_dataset
 from cnnzoo.data.shards.stream import REMEDY, ShardFeed, ShardLoader, ShardStream
 from cnnzoo.data.shards.write import META, load_meta, write_shards
+from cnnzoo.data.transforms import CROPS
+from cnnzoo.data.tree import ImageTree
 from cnnzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 
-class ShardDataModule(ImageFolderDataModule):
+class ShardDataModule(ImageDataModule):
     """ImageNet (or any classes) from the WebDataset shards of ``python -m cnnzoo.data.shards``:
     the same batch semantics, recipes, device-side normalisation and mixing, bad-file policy
     and exact resume as ``data=imagenet``; the test stage scores the val shards.
 
-    Args (beyond ``ImageFolderDataModule``'s):
+    Args (beyond the data settings of ``cnnzoo.data.options``):
         root: the shards folder (holding ``cnnzoo-shards.json``).
         shuffle_buffer: images each reader draws its next one from at random (raw bytes: about
             110 MB per reader for ImageNet at 1000); the shards are also shuffled when written
             and their order every epoch.
     """
 
-    def __init__(self, root: str | None, *, shuffle_buffer: int = 1000, **kwargs) -> None:
-        kwargs.setdefault("root_setting", "data.root (or the IMAGENET_SHARDS environment variable)")
-        super().__init__(root, **kwargs)
-        if self.val_from_train or self.samples_per_class:
+    def __init__(self, root: str | None, *, shuffle_buffer: int = 1000, **settings) -> None:
+        settings.setdefault(
+            "root_setting", "data.root (or the IMAGENET_SHARDS environment variable)"
+        )
+        super().__init__(DataOptions.parse(root=root, **settings))
+        tree = self.options.tree
+        if tree.val_from_train or tree.samples_per_class:
             raise ConfigError(
                 "data.val_from_train and data.samples_per_class choose images from the folder "
                 "tree (data=imagenet); shards hold the splits they were written with."
             )
         if shuffle_buffer < 0:
             raise ConfigError(f"data.shuffle_buffer={shuffle_buffer}: give a count >= 0.")
+        self.root, self.root_setting = tree.root, tree.root_setting
         self.shuffle_buffer = shuffle_buffer
         self.meta: dict | None = None
         self.streams: dict[str, ShardStream] = {}
@@ -53,7 +61,7 @@ class ShardDataModule(ImageFolderDataModule):
             return
         meta = load_meta(self.root, self.root_setting)
         classes = tuple(meta["classes"])
-        if self.wnids == "imagenet":
+        if self.options.tree.wnids == "imagenet":
             stray = sorted(set(classes) - set(imagenet_wnids()))
             if stray:
                 raise DataError(
@@ -84,11 +92,11 @@ class ShardDataModule(ImageFolderDataModule):
     ) -> ShardStream:
         """The ``split`` stream of this rank (``train``, ``val`` or ``test``: the val shards)."""
         self.setup()
-        trainer = self.trainer
+        placement, loading = self.placement, self.loading
         train = split == "train"
         shards = self.meta["splits"]["train" if train else "val"]["shards"]
-        world = trainer.world_size if trainer is not None else 1
-        workers = self.workers() if workers is None else workers
+        world = placement.world_size
+        workers = placement.workers(loading.num_workers) if workers is None else workers
         if train:
             if len(shards) < world:
                 raise DataError(
@@ -106,35 +114,40 @@ class ShardDataModule(ImageFolderDataModule):
                     usable,
                 )
                 workers = usable
-        batch = batch_size or self.pass_batch_size(train)
+        batch = batch_size or placement.pass_batch_size(loading.batch_size, train, self.eval_crop)
         return ShardStream(
             self.root,
             shards,
             train=train,
             batch_size=batch,
             transform=transform or self.device_transforms()[0 if train else 1],
-            seed=self.shuffle_seed,
-            rank=trainer.global_rank if trainer is not None else 0,
+            seed=loading.shuffle_seed,
+            rank=placement.rank,
             world_size=world,
             workers=workers,
             shuffle_buffer=self.shuffle_buffer,
-            decoder=self.decoder,
-            on_bad_file=self.on_bad_file,
-            skip_log=self.skip_log,
+            decoder=loading.decoder,
+            on_bad_file=loading.on_bad_file,
+            skip_log=self.skip_log.path if self.skip_log is not None else None,
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dali = self.loader == "dali"  # one reader per rank, in this process: DALI decodes
+        dali = self.loading.loader == "dali"  # one reader per rank, in this process: DALI decodes
         stream = self.stream(split, workers=0) if dali else self.stream(split)
         if shuffle:
-            self._refuse_no_steps(sum(stream.counts), len(stream), f"{self.root}'s train shards")
+            pipelines.refuse_no_steps(sum(stream.counts), len(stream), f"{self.root}'s train "
+                                      "shards", self.loading, stream.batch_size)  # fmt: skip
         if dali:
-            return self._dali_loader(ShardFeed(stream, self._epoch), shuffle, REMEDY)
+            feed = ShardFeed(stream, self._epoch)
+            return pipelines.dali_loader(
+                feed, shuffle, self.recipe, self.loading, self.placement, self.skip_log, REMEDY,
+                self.normalizes_on_device(),
+            )  # fmt: skip
         return ShardLoader(
             stream,
             epoch=self._epoch,
             num_workers=stream.workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            pin_memory=self.loading.pin_memory and torch.cuda.is_available(),
             persistent_workers=stream.workers > 0,
         )
 
@@ -145,7 +158,8 @@ class ShardDataModule(ImageFolderDataModule):
         if split not in ("val", "test"):
             raise ConfigError(f"eval.split={split!r}: choose val or test (the val shards).")
         transform = self.view_transform(crop)
-        stream = self.stream(split, transform, self.eval_batch_size(crop))
+        batch = max(1, self.batch_size // CROPS[crop])
+        stream = self.stream(split, transform, batch)
         return ShardLoader(stream, epoch=lambda: 0, num_workers=stream.workers)
 
     def preview_items(self, count: int, seed: int) -> list[tuple[torch.Tensor, int]]:
@@ -158,10 +172,11 @@ class ShardDataModule(ImageFolderDataModule):
     def class_names(self) -> list[str]:
         """The shards' class names; away from the shards, ImageNet's (as ``data=imagenet``)."""
         if self.meta is None and not (self.root is not None and (self.root / META).is_file()):
-            return super().class_names()  # its wnid path needs no data; else setup() says why
+            names = ImageTree(self.options.tree).known_names()
+            if names is not None:
+                return names  # its wnid path needs no data; else setup() says why
         self.setup()
-        name_of = imagenet_name_of()
-        return [name_of.get(c, c) for c in self.meta["classes"]]
+        return ImageTree.names(tuple(self.meta["classes"]))
 
 
 class SampleShardDataModule(ShardDataModule):

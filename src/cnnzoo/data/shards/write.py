@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from cnnzoo.data.classes import imagenet_wnids
-from cnnzoo.data.datamodule import ImageFolderDataModule
+from cnnzoo.data.options import TreeOptions
+from cnnzoo.data.tree import ImageTree
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.files import replaced_atomically
 
@@ -41,9 +42,7 @@ def write_shards(
             f"{dst} already holds shards ({META}). Choose another --dst, or delete that folder "
             "to write them again."
         )
-    train, val = ImageFolderDataModule(
-        str(src), num_classes=1, root_setting="--src"
-    ).checked_indexes()
+    train, val = ImageTree(TreeOptions(src, num_classes=1, root_setting="--src")).checked_indexes()
     plan = {
         "format": FORMAT,
         "source": str(src),
