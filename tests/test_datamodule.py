@@ -128,8 +128,11 @@ def test_data_settings_are_sorted_into_typed_options_and_unknown_keys_named():
     assert options.tree == TreeOptions(root=Path("~/photos").expanduser())
     assert options.recipe.train_crop == "vgg" and options.recipe.scale_jitter == (256, 512)
     assert options.loading == LoadingOptions(batch_size=64, decoder="pil")
-    with pytest.raises(ConfigError, match=r"does not take data.batchsize, data.crop\. Drop them"
-                       r" with ~data.batchsize ~data.crop; it takes: auto_augment, batch_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"does not take data.batchsize, data.crop\. Drop them"
+        r" with ~data.batchsize ~data.crop; it takes: auto_augment, batch_size",
+    ):
         DataOptions.parse(batchsize=64, crop="vgg")  # fmt: skip
 
 
