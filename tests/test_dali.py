@@ -123,7 +123,7 @@ def test_a_file_dali_cannot_decode_is_named(tmp_path, cache_dir, looks_whole):
     assert any(path in str(e.value) for path in bad)
     skipping = sample(cache_dir, loader="dali", root=str(root), on_bad_file="skip", batch_size=16)
     assert sum(len(labels) for _, labels in skipping.train_dataloader()) == 78
-    assert {path for path, _ in skipping.new_skipped()} == bad
+    assert {path for path, _ in skipping.new_skipped("train")} == bad
 
 
 def test_camera_orientation_as_the_workers_apply_it(tmp_path, cache_dir):
@@ -153,9 +153,9 @@ def test_skip_leaves_bad_files_out_and_lists_them(tmp_path, cache_dir):
     batches = list(loader)
     assert len(batches) == len(loader) == 5
     assert sum(len(labels) for _, labels in batches) == 80 - 2
-    assert {path for path, _ in dm.new_skipped()} == bad
+    assert {path for path, _ in dm.new_skipped("train")} == bad
     assert sum(len(labels) for _, labels in loader) == 78  # the next epoch skips them at once
-    assert dm.new_skipped() == []
+    assert dm.new_skipped("train") == []
 
 
 def test_the_next_batch_is_read_while_dali_works_on_one(cache_dir, monkeypatch):

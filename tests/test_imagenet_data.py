@@ -9,6 +9,8 @@ import pickle
 import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -438,10 +440,27 @@ def test_skip_policy_drops_and_lists_bad_files(tmp_path, caplog):
     images, labels = skip_bad_collate(items)
     assert len(images) == len(items) - 1 == len(labels)
     dm.datasets["val"][1]  # the text file named .JPEG
-    report, trainer = BadFileReport(), type("T", (), {"datamodule": dm, "current_epoch": 0})()
-    report.on_train_epoch_end(trainer, None)
-    assert [path for path, _ in report.skipped] == [str(p) for p in bad]
-    assert str(bad[0]) in caplog.text and "skipped 2 unreadable" in caplog.text
+    report = BadFileReport()
+    trainer = SimpleNamespace(datamodule=dm, current_epoch=0, sanity_checking=True)
+    report.on_train_epoch_end(trainer, None)  # (Lightning: after the epoch's val)
+    assert [(split, path) for split, path, _ in report.skipped] == [("train", str(bad[0]))]
+    assert f"train epoch 0 skipped 1 unreadable image(s) (data.on_bad_file=skip):\n  {bad[0]}" in (
+        caplog.text
+    )
+    report.on_validation_epoch_end(trainer, None)
+    assert report.skipped[1][:2] == ("val", str(bad[1])) and len(report.skipped) == 2
+    assert f"val (sanity check) epoch 0 skipped 1 unreadable image(s) (data.on_bad_file=skip)" \
+           f":\n  {bad[1]}" in caplog.text  # fmt: skip
+    dm.datasets["val"][1]  # read again by epoch 0's val, then by the test stage
+    trainer.sanity_checking = False
+    report.on_validation_epoch_end(trainer, None)
+    assert len(report.skipped) == 2 and caplog.text.count(f"  {bad[1]}  (") == 1  # once a run
+    dm.datasets["test"][1]
+    report.on_test_epoch_end(trainer, None)
+    assert report.record()[2] == {"split": "test", "path": str(bad[1]), "reason": ANY}
+    assert f"test skipped 1 unreadable image(s) (data.on_bad_file=skip):\n  {bad[1]}" in (
+        caplog.text
+    )
     with pytest.raises(DataError, match="all 1 images of a batch were unreadable"):
         skip_bad_collate([None])
 
@@ -679,3 +698,24 @@ def test_links_are_followed_once_never_in_a_cycle_or_into_another_class(tmp_path
     assert list(train.index.counts()) == [4 + 3, 4, 4]
     assert "links lead to folders or images already indexed" in caplog.text
     assert "loop" in caplog.text
+
+
+def test_a_runs_record_lists_each_skipped_file_under_its_split(tmp_path, offline_env):
+    """results.json lists the unreadable files a run left out (on_bad_file=skip), each once,
+    under the split that read it: the val file under val and under test, not under train."""
+    import json
+
+    from helpers import compose_train, tiny_overrides
+
+    from cnnzoo.tasks.train import train
+
+    root, (truncated, text) = broken_tree(tmp_path)
+    overrides = [o for o in tiny_overrides(tmp_path / "cache", tmp_path) if "per_class" not in o]
+    overrides += ["data=imagefolder", f"data.root={root}", "data.on_bad_file=skip",
+                  "data.batch_size=15", "logger=csv", "trainer.max_epochs=2"]  # fmt: skip
+    train(compose_train(overrides, out=tmp_path / "run"))
+    skipped = json.loads((tmp_path / "run" / "results.json").read_text())["skipped_files"]
+    assert [(s["split"], s["path"]) for s in skipped] == [
+        ("val", str(text)), ("train", str(truncated)), ("test", str(text)),
+    ]  # fmt: skip
+    assert skipped[1]["reason"].startswith("OSError")

@@ -7,6 +7,7 @@ import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -289,10 +290,11 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path, reader):
     dm.trainer = fake_trainer()
     (images, _), = list(dm._loader("val", shuffle=False))  # fmt: skip
     assert len(images) == 19
-    report, trainer = BadFileReport(), type("T", (), {"datamodule": dm, "current_epoch": 0})()
+    report = BadFileReport()
+    trainer = SimpleNamespace(datamodule=dm, current_epoch=0, sanity_checking=False)
     report.on_validation_epoch_end(trainer, None)
-    assert [path for path, _ in report.skipped] == [f"{dm.root}/val/val-000001.tar: 00000005 "
-                                                    f"({relpath})"]  # fmt: skip
+    assert [path for _, path, _ in report.skipped] == [f"{dm.root}/val/val-000001.tar: 00000005 "
+                                                       f"({relpath})"]  # fmt: skip
 
 
 @pytest.mark.parametrize("reader", ["workers", "dali"])

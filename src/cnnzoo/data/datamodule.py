@@ -53,7 +53,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_classes = options.tree.num_classes  # (None until a source counts them)
         self.mix = self._mix()
         self.datasets: dict[str, Any] = {}
-        self.skip_log: SkipLog | None = None
+        self.skip_logs: dict[str, SkipLog] = {}  # per split (on_bad_file=skip)
         self.placement_override: Placement | None = None  # (tests: a placement, no trainer)
 
     # -- what the source provides ----------------------------------------------------------------
@@ -96,13 +96,16 @@ class ImageDataModule(pl.LightningDataModule):
             return None
         return batch_mix(self.recipe.mixup_alpha, self.recipe.cutmix_alpha, self.num_classes)
 
-    def _open_skip_log(self) -> None:
-        if self.loading.on_bad_file == "skip" and self.skip_log is None:
-            self.skip_log = SkipLog()
+    def skip_log(self, split: str) -> SkipLog | None:
+        """Where ``split``'s readers list the files they skip (None: on_bad_file=error)."""
+        if self.loading.on_bad_file != "skip":
+            return None
+        return self.skip_logs.setdefault(split, SkipLog())
 
-    def new_skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) of the unreadable files skipped since the last call (this process)."""
-        return self.skip_log.new() if self.skip_log is not None else []
+    def new_skipped(self, split: str) -> list[tuple[str, str]]:
+        """(path, reason) of ``split``'s unreadable files skipped since the last call."""
+        log = self.skip_logs.get(split)
+        return log.new() if log is not None else []
 
     # -- the recipe on this device ----------------------------------------------------------------
 
@@ -149,7 +152,7 @@ class ImageDataModule(pl.LightningDataModule):
         if loading.loader == "dali":
             feed = self._feed(split, sampler, batch, shuffle)
             return pipelines.dali_loader(
-                feed, shuffle, self.recipe, loading, placement, self.skip_log,
+                feed, shuffle, self.recipe, loading, placement, self.skip_log(split),
                 dataset.remedy(), self.normalizes_on_device(),
             )  # fmt: skip
         train_tf, eval_tf = self.device_transforms()  # (the device is known only now)
@@ -240,18 +243,18 @@ class ImageFolderDataModule(ImageDataModule):
             return
         splits: Splits = self.tree.splits()
         self.settle_num_classes()
-        self._open_skip_log()
         train_tf, eval_tf = self.device_transforms()
-        loading, log = self.loading, self.skip_log.path if self.skip_log else None
+        loading = self.loading
 
-        def dataset(index, transform) -> IndexedImages:
-            return IndexedImages(index, transform, loading.on_bad_file, log, loading.decoder)
+        def dataset(split: str, index, transform) -> IndexedImages:
+            log = self.skip_log(split)
+            path = log.path if log is not None else None
+            return IndexedImages(index, transform, loading.on_bad_file, path, loading.decoder)
 
-        test = dataset(splits.test, eval_tf)
-        self.datasets = {
-            "train": dataset(splits.train, train_tf),
-            "val": test if splits.val is splits.test else dataset(splits.val, eval_tf),
-            "test": test,
+        self.datasets = {  # (val and test: each its own skipped-files log)
+            "train": dataset("train", splits.train, train_tf),
+            "val": dataset("val", splits.val, eval_tf),
+            "test": dataset("test", splits.test, eval_tf),
         }
 
     def _feed(self, split: str, sampler, batch: int, train: bool):

@@ -38,6 +38,6 @@ class RunData(Protocol):
         """``count`` val images as the val loader gives them, with their labels."""
         ...
 
-    def new_skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) of the unreadable files skipped since the last call."""
+    def new_skipped(self, split: str) -> list[tuple[str, str]]:
+        """(path, reason) of ``split``'s unreadable files skipped since the last call."""
         ...

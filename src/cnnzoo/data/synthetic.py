@@ -108,5 +108,5 @@ class SyntheticDataModule(pl.LightningDataModule):
     def preview_items(self, count: int, seed: int) -> list:
         return []
 
-    def new_skipped(self) -> list[tuple[str, str]]:
+    def new_skipped(self, split: str) -> list[tuple[str, str]]:
         return []

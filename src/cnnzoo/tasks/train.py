@@ -28,7 +28,7 @@ from cnnzoo.build import (
     model_gmacs,
     starts_trained,
 )
-from cnnzoo.callbacks import NetworkSummary, Throughput
+from cnnzoo.callbacks import BadFileReport, NetworkSummary, Throughput
 from cnnzoo.callbacks.record import Interrupted, RunRecord
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import ResumeState, last_checkpoint_path
@@ -409,6 +409,7 @@ def _results(
         "global_step": trainer.global_step,
         "wall_time_s": round(wall_time, 2),
         "throughput": _throughput(trainer),
+        "skipped_files": report.record() if (report := _callback(trainer, BadFileReport)) else [],
         "metrics": {**fit, **_floats(test)},
         "optimized_metric": optimised,
         "optimized_metric_value": value,

@@ -74,7 +74,6 @@ class ShardDataModule(ImageDataModule):
                 f"{self.num_classes}. Set data.num_classes={len(classes)}, or write shards of a "
                 "tree with those classes."
             )
-        self._open_skip_log()
         self.meta = meta
         train, val = (meta["splits"][s] for s in ("train", "val"))
         log.info(
@@ -128,7 +127,7 @@ class ShardDataModule(ImageDataModule):
             shuffle_buffer=self.shuffle_buffer,
             decoder=loading.decoder,
             on_bad_file=loading.on_bad_file,
-            skip_log=self.skip_log.path if self.skip_log is not None else None,
+            skip_log=skipped.path if (skipped := self.skip_log(split)) is not None else None,
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -140,7 +139,8 @@ class ShardDataModule(ImageDataModule):
         if dali:
             feed = ShardFeed(stream, self._epoch)
             return pipelines.dali_loader(
-                feed, shuffle, self.recipe, self.loading, self.placement, self.skip_log, REMEDY,
+                feed, shuffle, self.recipe, self.loading, self.placement, self.skip_log(split),
+                REMEDY,
                 self.normalizes_on_device(),
             )  # fmt: skip
         return ShardLoader(
