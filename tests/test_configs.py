@@ -21,7 +21,7 @@ from cnnzoo.build import (
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
-from cnnzoo.tasks.train import instantiate_group
+from cnnzoo.trainer import instantiate_group
 
 GROUPS = [
     "model",

@@ -82,7 +82,7 @@ def test_torchrun_ranks_share_one_run_folder_reading_shards(cache_dir, tmp_path,
 
 def test_sync_batchnorm_on_the_cpu_is_refused_before_training(cache_dir, tmp_path):
     from cnnzoo.errors import ConfigError
-    from cnnzoo.tasks.train import build_trainer
+    from cnnzoo.trainer import build_trainer
 
     cfg = compose_train([*ddp(cache_dir, tmp_path, 2, 16), "trainer.sync_batchnorm=true"], tmp_path)
     with pytest.raises(ConfigError, match="sync_batchnorm=true needs GPUs"):
@@ -93,7 +93,7 @@ def test_several_nodes_with_nothing_to_start_them_are_refused(cache_dir, tmp_pat
     """trainer.num_nodes=2 on one machine, outside SLURM and torchrun: Lightning waited for the
     other node for ever ("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")."""
     from cnnzoo.errors import ConfigError
-    from cnnzoo.tasks.train import build_trainer
+    from cnnzoo.trainer import build_trainer
 
     for key in ("SLURM_JOB_ID", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID", "MASTER_ADDR", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)
