@@ -719,3 +719,35 @@ def test_a_runs_record_lists_each_skipped_file_under_its_split(tmp_path, offline
         ("val", str(text)), ("train", str(truncated)), ("test", str(text)),
     ]  # fmt: skip
     assert skipped[1]["reason"].startswith("OSError")
+
+
+def test_an_unreadable_class_folder_is_named_and_never_cached(tmp_path, monkeypatch):
+    """A class folder it may not list is named as unreadable (it was 'without images'), and
+    the failed walk is not cached: once readable, the next start reads it, no reindex asked."""
+    root = make_tree(tmp_path / "t")
+    locked = root / "train" / WNIDS[1]
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=rf"{locked} cannot be read \(PermissionError: Permission "
+                       r"denied\).*chmod -R u\+rX.*Nothing was cached"):  # fmt: skip
+        datamodule(root, index_cache=str(cache)).setup("fit")
+    assert not list(cache.glob("train-*"))
+    monkeypatch.setattr(os, "scandir", real_scandir)  # (chmod: the folder's time is unchanged)
+    dm = datamodule(root, index_cache=str(cache))
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 15
+
+
+def test_a_cached_index_is_named_where_it_could_be_the_cause(tmp_path):
+    root = make_tree(tmp_path / "t")
+    for image in (root / "val" / WNIDS[2]).iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match="without images.*cached in .*data.reindex=true walks"):
+        datamodule(root, index_cache=str(tmp_path / "cache")).setup("fit")

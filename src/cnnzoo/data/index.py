@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.errors import DataError
 from cnnzoo.files import replaced_atomically
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,10 @@ def walk_once(
 ) -> list[tuple[str, list[str]]]:
     """(folder, file names) below ``top`` in ImageFolder's order (sorted ``os.walk``, links
     followed), hidden folders left out, and no folder whose identity is in ``seen_dirs`` (or
-    walked before): the links leading to one are appended to ``skipped``."""
+    walked before): the links leading to one are appended to ``skipped``. A folder it cannot
+    list is an ``UnreadableFolder`` error (``os.walk`` would pass over it as if empty)."""
     walked = []
-    for root, dirs, names in os.walk(top, followlinks=True):
+    for root, dirs, names in os.walk(top, followlinks=True, onerror=_unreadable):
         kept = []
         for d in sorted(d for d in dirs if not d.startswith(".")):
             identity = file_identity(os.path.join(root, d))
@@ -116,14 +118,30 @@ def walk_once(
     return sorted(walked)
 
 
+class UnreadableFolder(DataError):
+    """A folder of the tree that cannot be listed: its images would be missed."""
+
+
+def _unreadable(error: OSError) -> None:
+    raise UnreadableFolder(
+        f"{error.filename} cannot be read ({type(error).__name__}: {error.strerror}), so its "
+        "images would be left out: give read access to it (chmod -R u+rX on the folder) or "
+        "move it out of the tree. Nothing was cached: the next start reads it again."
+    )
+
+
 def scan(folder: Path) -> SplitIndex:
     """Walk ``folder`` (one split) and index its images, in ImageFolder's order.
 
     Links are followed (to files, and to folders kept elsewhere), but no folder is walked
     twice: a link that leads back up (``ln -s .. loop``, a cycle) or into another class folder
     is skipped, and a file reached twice (under two classes, or twice in one) counts once, at
-    its first place. The skipped links are named in one warning."""
-    classes = class_folders(folder)
+    its first place. The skipped links are named in one warning. A folder that cannot be
+    listed is an ``UnreadableFolder`` error, so that no index of a partial walk is kept."""
+    try:
+        classes = class_folders(folder)
+    except OSError as e:
+        _unreadable(e)
     paths: list[bytes] = []
     targets: list[int] = []
     other: list[str] = []

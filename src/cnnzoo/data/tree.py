@@ -69,10 +69,21 @@ class ImageTree:
                 raise DataError(
                     f"{root / split} holds no class folders. Expected {self.layout()}."
                     + _unpacked_how(root / split)
+                    + self._reindex_hint()
                 )
             self._name_left_out(indexes[split])
         self._reindex = False  # rebuild once, not on every call
         return indexes
+
+    def _reindex_hint(self) -> str:
+        """Where a cached file index could be behind what a message says, how to walk again."""
+        if self.options.index_cache is None:
+            return ""
+        return (
+            f" (The file index cached in {self.options.index_cache} is reused while the "
+            "folders' modification times are unchanged; data.reindex=true walks the tree "
+            "again.)"
+        )
 
     def _name_left_out(self, index: SplitIndex) -> None:
         if index.other_files and index.folder not in _SAID_LEFT_OUT:
@@ -146,7 +157,7 @@ class ImageTree:
                 raise DataError(
                     f"{index.folder} has {len(empty)} class folders without images, e.g. "
                     f"{empty[:5]} (images are .JPEG/.jpg/.png/... files). Expected "
-                    f"{self.layout()}."
+                    f"{self.layout()}.{self._reindex_hint()}"
                 )
         if wnids == "imagenet":
             known = set(imagenet_wnids())
