@@ -142,3 +142,17 @@ class CtrlCWhileTesting(pl.Callback):
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
         raise KeyboardInterrupt
+
+
+class LrRecorder(pl.Callback):
+    """Appends ``epoch lr`` (the first param group's, at the epoch's first step) to ``path``:
+    a run and its resumes write one sequence."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            with open(self.path, "a") as f:
+                f.write(f"{trainer.current_epoch} {lr:.10g}\n")

@@ -293,3 +293,60 @@ def test_the_summary_prints_paths_as_they_are(capsys):
     printed = capsys.readouterr().out
     assert f"best checkpoint: {out}/checkpoints/best.ckpt" in printed
     assert f"results:         {out}/results.json" in printed
+
+
+SCHEDULES = {
+    "cosine": ["scheduler=cosine"],
+    "cosine_warmup": ["scheduler=cosine", "scheduler.warmup_epochs=1"],
+    "step": ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
+    "multistep": ["scheduler=multistep", "scheduler.scheduler.milestones=[1,2]"],
+    "exponential": ["scheduler=exponential", "scheduler.scheduler.step_size=1"],
+    "plateau": pytest.param(
+        ["scheduler=plateau", "scheduler.scheduler.patience=0"],
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason=(
+                "Lightning steps the epoch's schedulers after last.ckpt is saved and, on a "
+                "restart, steps them again except ReduceLROnPlateau (no monitored value then): "
+                "the plateau count of the last epoch before a resume is lost"
+            ),
+        ),
+    ),
+    "none": ["scheduler=none"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", list(SCHEDULES.values()), ids=list(SCHEDULES))
+def test_training_a_run_longer_follows_the_schedule_it_would_have_had(
+    schedule, cache_dir, tmp_path, offline_env
+):
+    """resume=RUN trainer.max_epochs=3 after 1 epoch trains at the lr of each epoch of a
+    straight 3-epoch run (the cosine restarted from its peak after reaching 0)."""
+    lrs = {}
+    for way in ("straight", "resumed"):
+        run, record = tmp_path / way, tmp_path / f"{way}.txt"
+        probe = ["+callbacks.lrs._target_=probes.LrRecorder", f"+callbacks.lrs.path={record}"]
+        epochs = "trainer.max_epochs=" + ("3" if way == "straight" else "1")
+        overrides = [*tiny_overrides(cache_dir, run), "logger=csv", "optim=sgd_momentum",
+                     *schedule, *probe, epochs]  # fmt: skip
+        train(compose_train(overrides, out=run))
+        if way == "resumed":  # (what train.py's Hydra keeps of a run, as first_run writes it)
+            (run / ".hydra").mkdir(exist_ok=True)
+            kept = [o for o in overrides if not o.startswith("paths.")]
+            (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in kept))
+            resume(run, "trainer.max_epochs=3")
+        lrs[way] = dict(map(str.split, record.read_text().splitlines()))
+    assert list(lrs["resumed"]) == ["0", "1", "2"]
+    straight = [float(lr) for lr in lrs["straight"].values()]
+    assert [float(lr) for lr in lrs["resumed"].values()] == pytest.approx(straight, rel=1e-6)
+
+
+def test_a_new_lr_on_a_resume_is_refused_naming_a_new_run_from_its_weights(finished, capsys):
+    before = snapshot(finished)
+    with pytest.raises(SystemExit):
+        resume(finished, "trainer.max_epochs=3", "model.lr=0.5")
+    err = capsys.readouterr().err
+    assert "lr 0.5 would not be used. Nothing was changed" in err
+    assert f"model.weights={finished}/checkpoints/best.ckpt model.lr=0.5" in err
+    assert snapshot(finished) == before

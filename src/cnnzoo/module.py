@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
+from cnnzoo.schedules import follow_horizons, horizons
 
 
 class NonFiniteLossError(UserError):
@@ -347,11 +348,15 @@ class ClassificationModule(pl.LightningModule):
         if config.get("scheduler"):
             config["scheduler"] = _construct("scheduler", config["scheduler"], optimizer)
             schedulers.append(config)
+        self._horizons = horizons([entry["scheduler"] for entry in schedulers])
         if not schedulers:
             return optimizer
         if len(schedulers) == 1:
             return {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
         return [optimizer], schedulers
+
+    def on_train_start(self) -> None:
+        follow_horizons(self.trainer, self._horizons)  # (a resumed run: cnnzoo.schedules)
 
     def _base_lr(self) -> float | None:
         """The lr the optimiser gets: ``lr``, or the one its factory carries."""

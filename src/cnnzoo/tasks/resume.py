@@ -8,13 +8,14 @@ results.json's history and facts stay until the resumed run replaces them with t
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from cnnzoo.build import classes_of_checkpoint
+from cnnzoo.build import classes_of_checkpoint, effective_lr
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import read_torch_file
@@ -50,6 +51,7 @@ def read_resume(cfg: DictConfig) -> Resume | None:
                 "nothing was changed. Resume it with its own model and data (leave out "
                 "model= and data.num_classes=), or choose another checkpoint."
             )
+    _check_lr(path, hparams.get("lr"), effective_lr(cfg))
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
     mid_epoch = bool(progress) and not progress.get("is_last_batch", True)
     resume = Resume(
@@ -61,6 +63,20 @@ def read_resume(cfg: DictConfig) -> Resume | None:
     )
     _check_batch_size(resume, cfg.data.batch_size)
     return resume
+
+
+def _check_lr(path: Path, trained: float | None, asked: float) -> None:
+    """A resume continues the optimiser and its schedule as they were saved: another lr would
+    be recorded but not used, so it is refused (a new run from the weights takes one)."""
+    if trained is not None and not math.isclose(trained, asked, rel_tol=1e-9):
+        run = path.parent.parent
+        raise ConfigError(
+            f"{path} trained with lr {trained:g}, and a resume continues its optimiser and "
+            f"schedule as they were saved: lr {asked:g} would not be used. Nothing was changed. "
+            "Leave model.lr / optim.lr (and optim.lr_scaling) as the run had them to train it "
+            f"further, or start a new run from its weights: model.weights={run}/checkpoints/"
+            f"best.ckpt model.lr={asked:g}."
+        )
 
 
 def _check_batch_size(resume: Resume, batch_size: int) -> None:

@@ -1,0 +1,59 @@
+"""What a longer run means for its learning-rate schedule.
+
+``python train.py resume=RUN trainer.max_epochs=N`` trains a run further. Lightning restores
+each scheduler's state from the checkpoint, and with it the horizon the run was started with:
+a cosine over the old ``max_epochs`` has reached 0 and would climb back to the peak. Decided
+here, per schedule:
+
+- cosine (``CosineAnnealingLR``): its horizon is the configured ``T_max`` (``max_epochs`` by
+  default): the lr continues from where the run stands on the cosine it would have followed
+  had it been started with that horizon, as if the run had never stopped;
+- step, multistep, exponential, plateau, and the warm-up: they have no horizon (their steps are
+  counted from the start), so they continue as they were.
+"""
+
+import logging
+import math
+
+import pytorch_lightning as pl
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
+
+log = logging.getLogger(__name__)
+
+
+def horizons(schedulers: list) -> dict[int, int]:
+    """The configured horizon of each cosine among ``schedulers``, by position (before a
+    checkpoint's state replaces it)."""
+    return {i: s.T_max for i, s in enumerate(schedulers) if isinstance(s, CosineAnnealingLR)}
+
+
+def follow_horizons(trainer: pl.Trainer, configured: dict[int, int]) -> None:
+    """After a resume: give each cosine its configured horizon back, and its param groups the
+    lr of that cosine at the epoch the run stands at (times the warm-up's factor, if any)."""
+    schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+    warmup = next((s for s in schedulers if isinstance(s, LinearLR)), None)
+    for i, horizon in configured.items():
+        cosine = schedulers[i]
+        if cosine.T_max == horizon:
+            continue
+        old, cosine.T_max = cosine.T_max, horizon
+        epoch = cosine.last_epoch
+        factor = _warmup_factor(warmup)
+        share = (1 + math.cos(math.pi * epoch / horizon)) / 2  # of the way from eta_min to base
+        for group, base in zip(cosine.optimizer.param_groups, cosine.base_lrs, strict=True):
+            group["lr"] = factor * (cosine.eta_min + (base - cosine.eta_min) * share)
+        lrs = ", ".join(f"{group['lr']:.4g}" for group in cosine.optimizer.param_groups)
+        log.info(
+            "cosine now spans %d epochs (it spanned %d); lr at epoch %d: %s",
+            horizon,
+            old,
+            epoch,
+            lrs,
+        )
+
+
+def _warmup_factor(warmup: LinearLR | None) -> float:
+    if warmup is None:
+        return 1.0
+    done = min(warmup.last_epoch, warmup.total_iters) / warmup.total_iters
+    return warmup.start_factor + (warmup.end_factor - warmup.start_factor) * done
