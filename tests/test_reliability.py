@@ -479,3 +479,20 @@ def test_a_run_folder_has_one_owner(cache_dir, tmp_path, offline_env):
     holder.wait()
     own_folder(folder)  # the killed owner's lock went with it
     release_folder(folder)
+
+
+@pytest.mark.parametrize("where", ["proc", "file"])
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, where):
+    """hydra.run.dir=/proc/x, or a file in the way: one line naming the folder and the fix (it
+    was a FileNotFoundError / NotADirectoryError traceback)."""
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.folders import own_folder
+
+    if where == "file":
+        (tmp_path / "notes.txt").write_text("mine")
+    folder = "/proc/cnnzoo-x" if where == "proc" else str(tmp_path / "notes.txt" / "run")
+    said = rf"cannot make or write the run folder {folder} \(\w+Error: .*\)\. Choose a folder"
+    with pytest.raises(ConfigError, match=said + r" you may write \(hydra.run.dir=\.\.\.\)"):
+        own_folder(folder)
+    if where == "file":
+        assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -136,8 +136,15 @@ def own_folder(folder: str | os.PathLike) -> None:
     folder = Path(folder).resolve()
     if folder in _owned:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # /proc/x, a read-only folder, a file in the way
+        raise ConfigError(
+            f"cannot make or write the run folder {folder} ({type(e).__name__}: "
+            f"{e.strerror}). Choose a folder you may write (hydra.run.dir=...), or give write "
+            "access to it."
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
