@@ -194,3 +194,36 @@ def test_the_pictures_go_to_the_runs_own_wandb_run(cache_dir, tmp_path, offline_
     run_id = lambda chunk: chunk.name.split("-")[3]  # noqa: E731  offline-run-<time>-<id>[-n]
     assert {run_id(c) for c in chunks} == {run_id(first)}  # (-n: a chunk made in the same second)
     assert list(chunks[1].glob("files/media/images/visualize/filters_*.png"))
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "layer"),
+    [("resnet18", 32, "layer2"), ("resnet18", 48, "layer3"), ("resnet18", 224, "layer4.1"),
+     ("vgg11", 224, "features.20"), ("inception_v3", 75, "Mixed_6e")],
+)  # fmt: skip
+def test_gradcam_reads_the_deepest_block_whose_map_is_not_a_flat_tint(arch, size, layer):
+    """ResNet-18's layer4 is 1x1 at 32 px (2x2 at 48): every tile was one uniform tint."""
+    from cnnzoo.tasks.visualize import gradcam_layer
+
+    net = create_model(arch, num_classes=10)
+    name, module = gradcam_layer(net, arch, None, size)
+    assert name == layer and module is net.get_submodule(layer)
+    if arch == "resnet18":  # (a layer given is the layer read)
+        assert gradcam_layer(net, arch, "layer1", size)[0] == "layer1"
+
+
+def test_pictures_name_their_layer_and_classes(run, cache_dir, monkeypatch):
+    """Grad-CAM's title names the layer it read; neighbours are labelled with class names
+    (tench), not wnids (n01440764)."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    said = []
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, **kw: said.append(text))
+    monkeypatch.setattr(Figure, "suptitle", lambda self, text, **kw: said.append(text))
+    image = sorted((next(cache_dir.glob("sample_*")) / "train").rglob("*.JPEG"))[0]
+    visualize(run, "what=gradcam", f"images=[{image}]")
+    assert "resnet18: Grad-CAM at layer2" in said  # (the run is at 32 px)
+    said.clear()
+    visualize(run, "what=neighbours", f"images=[{image}]", "visualize.k=2")
+    assert said[1] == "tench" and not any(text.startswith("n0") for text in said[1:])

@@ -20,6 +20,7 @@ picture never replaces an earlier one: ``filters.png``, then ``filters-2.png``, 
 has a W&B run, the pictures are logged to it too (``visualize/<name>``, the same run id).
 """
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -278,6 +279,11 @@ def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: 
     features, paths = train_index(cfg, module, datamodule, checkpoint, out)
     shown = datamodule.view_transform("center", normalize=False)
     decoder = cfg.data.get("decoder", DEFAULT_DECODER)
+    name_of = dict(zip(datamodule.class_ids(), datamodule.class_names(), strict=True))
+
+    def class_of(path: str) -> str:  # (the readable name of the class folder it is in)
+        return next((name_of[p] for p in reversed(Path(path).parts[:-1]) if p in name_of), "?")
+
     module.to(device())
     drawn = []
     for page in pages(len(pictures), NEIGHBOUR_ROWS):
@@ -289,9 +295,7 @@ def draw_neighbours(cfg: DictConfig, module, datamodule, checkpoint: Path, out: 
             zip(pictures[page], found.tolist(), strict=True)
         ):
             cells = [(picture, Path(file).name)]
-            cells += [
-                (shown(load_image(paths[i], decoder))[0], Path(paths[i]).parent.name) for i in hits
-            ]
+            cells += [(shown(load_image(paths[i], decoder))[0], class_of(paths[i])) for i in hits]
             for col, (image, title) in enumerate(cells):
                 ax = figure.add_subplot(rows, k + 1, row * (k + 1) + col + 1)
                 ax.imshow(image.permute(1, 2, 0).numpy())
@@ -323,6 +327,65 @@ def target_layer(net: nn.Module, arch: str, name: str | None = None) -> nn.Modul
     return layer[-1] if isinstance(layer, nn.Sequential) else layer
 
 
+MIN_MAP = 3  # px: a Grad-CAM map smaller than this on a side is a flat tint over the image
+
+
+def gradcam_layer(net: nn.Module, arch: str, name: str | None, size: int) -> tuple[str, nn.Module]:
+    """(name, module) Grad-CAM reads at ``size`` px: ``name`` when given, else the family's last
+    convolutional block, or, where its map is under ``MIN_MAP`` on a side at this size (ResNet's
+    layer4 is 1x1 at 32 px), the deepest block before it whose map is not (said in the log)."""
+    layer = target_layer(net, arch, name)
+    if name is not None:
+        return name, layer
+    default = next(TARGET_LAYERS[f] for f in TARGET_LAYERS if arch.startswith(f))
+    block = net.get_submodule(default)
+    candidates = []  # the network's blocks up to this one, then its own modules
+    for label, module in net.named_children():
+        if module is block:
+            break
+        candidates.append((label, module))
+    if isinstance(block, nn.Sequential):  # (resnet's layer4.0, .1; vgg's features.0, ...)
+        candidates += [(f"{default}.{n}", m) for n, m in block.named_children()]
+    else:
+        candidates.append((default, block))
+    sizes = _map_sizes(net, [m for _, m in candidates], size)
+    for (label, module), shape in reversed(list(zip(candidates, sizes, strict=True))):
+        if shape is not None and min(shape) >= MIN_MAP:
+            if module is not layer:
+                log.info(
+                    "Grad-CAM: at %d px the map of %s is %s, a flat tint; reading %s (%s) "
+                    "instead (visualize.layer= chooses another)", size, default,
+                    "x".join(map(str, sizes[-1] or ())), label, "x".join(map(str, shape)),
+                )  # fmt: skip
+            return label, module
+    return default, layer
+
+
+def _map_sizes(net: nn.Module, modules: list[nn.Module], size: int) -> list[tuple | None]:
+    """The (H, W) of each of ``modules``' output for one ``size`` px image (None: not a map),
+    from a copy of ``net`` on the meta device (shapes only: no memory, no arithmetic)."""
+    position = {id(m): i for i, m in enumerate(net.modules())}
+    meta = copy.deepcopy(net).to("meta").eval()
+    copies = list(meta.modules())
+    shapes: list[tuple | None] = [None] * len(modules)
+
+    def keep(i: int):
+        def hook(module, inputs, out) -> None:
+            is_map = isinstance(out, Tensor) and out.dim() == 4
+            shapes[i] = tuple(out.shape[-2:]) if is_map else None
+
+        return hook
+
+    hooks = [copies[position[id(m)]].register_forward_hook(keep(i)) for i, m in enumerate(modules)]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(1, 3, size, size, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
 def gradcam_maps(module: nn.Module, images: Tensor, layer: nn.Module, classes: list[int]):
     """Grad-CAM maps (N, H, W) in [0, 1] of ``classes`` over ``images`` (normalised)."""
     from pytorch_grad_cam import GradCAM
@@ -341,7 +404,8 @@ def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Pat
     if chosen is not None and not 0 <= int(chosen) < len(names):
         raise ConfigError(f"visualize.class_index={chosen}: give 0..{len(names) - 1}.")
     images, pictures = read_queries(cfg, datamodule)
-    layer = target_layer(module.net, cfg.model.name, cfg.visualize.get("layer"))
+    name, layer = gradcam_layer(module.net, cfg.model.name, cfg.visualize.get("layer"),
+                                cfg.model.input_size)  # fmt: skip
     module.to("cpu").eval()
     drawn = []
     for page in pages(len(pictures), GRADCAM_COLUMNS * GRADCAM_COLUMNS):
@@ -363,7 +427,7 @@ def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Pat
             ax.set_title(
                 f"{Path(file).name[:18]}\n{names[c][:20]} {probabilities[i, c]:.2f}", fontsize=7
             )
-        figure.suptitle(f"{cfg.model.name}: Grad-CAM at {type(layer).__name__}", fontsize=8)
+        figure.suptitle(f"{cfg.model.name}: Grad-CAM at {name}", fontsize=8)
         drawn.append(fresh_path(out, "gradcam.png"))
         figure.savefig(drawn[-1], dpi=110)
     return drawn
