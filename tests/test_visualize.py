@@ -107,7 +107,7 @@ def test_gradcam_is_largest_where_the_object_is():
     0 peaks on the bright square, wherever it is put."""
     from torch import nn
 
-    from cnnzoo.tasks.visualize import gradcam_maps
+    from cnnzoo.tasks.gradcam import gradcam_maps
 
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
     nn.init.constant_(conv.weight, 1 / 27)
@@ -128,7 +128,7 @@ def test_gradcam_is_largest_where_the_object_is():
 
 def test_every_architecture_has_a_gradcam_layer():
     from cnnzoo.models import list_models
-    from cnnzoo.tasks.visualize import target_layer
+    from cnnzoo.tasks.gradcam import target_layer
 
     with torch.device("meta"):
         for arch in list_models():
@@ -203,7 +203,7 @@ def test_the_pictures_go_to_the_runs_own_wandb_run(cache_dir, tmp_path, offline_
 )  # fmt: skip
 def test_gradcam_reads_the_deepest_block_whose_map_is_not_a_flat_tint(arch, size, layer):
     """ResNet-18's layer4 is 1x1 at 32 px (2x2 at 48): every tile was one uniform tint."""
-    from cnnzoo.tasks.visualize import gradcam_layer
+    from cnnzoo.tasks.gradcam import gradcam_layer
 
     net = create_model(arch, num_classes=10)
     name, module = gradcam_layer(net, arch, None, size)
