@@ -100,7 +100,9 @@ class ImageDataModule(pl.LightningDataModule):
         """Where ``split``'s readers list the files they skip (None: on_bad_file=error)."""
         if self.loading.on_bad_file != "skip":
             return None
-        return self.skip_logs.setdefault(split, SkipLog())
+        if split not in self.skip_logs:  # (a SkipLog makes a temporary folder: one a split)
+            self.skip_logs[split] = SkipLog()
+        return self.skip_logs[split]
 
     def new_skipped(self, split: str) -> list[tuple[str, str]]:
         """(path, reason) of ``split``'s unreadable files skipped since the last call."""
