@@ -9,15 +9,18 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnzoo.tasks.launch import main_argv
-from cnnzoo.tasks.train import sweep_exit_status, train
+from cnnzoo.tasks.sweep import SweepJobs
+from cnnzoo.tasks.train import train
+
+SWEEP = SweepJobs()  # the failed jobs of a sweep (-m), for the exit status
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    return train(cfg, SWEEP)
 
 
 if __name__ == "__main__":
     main_argv()
     main()
-    sys.exit(sweep_exit_status())
+    sys.exit(SWEEP.exit_status())

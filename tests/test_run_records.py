@@ -91,7 +91,7 @@ def test_a_requeued_sweep_job_keeps_the_record(finished, cache_dir, monkeypatch,
 
     results = json.loads((finished / "results.json").read_text())
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    monkeypatch.setattr(train_task, "in_sweep", lambda: True)
+    monkeypatch.setattr(train_task, "in_sweep", lambda: True)  # (as tasks.sweep.in_sweep)
     overrides = [*tiny_overrides(cache_dir, finished), "logger=csv", "trainer.max_epochs=3"]
     train(compose_train(overrides, out=finished))
     longer = json.loads((finished / "results.json").read_text())
@@ -337,6 +337,9 @@ def test_training_a_run_longer_follows_the_schedule_it_would_have_had(
             (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in kept))
             resume(run, "trainer.max_epochs=3")
         lrs[way] = dict(map(str.split, record.read_text().splitlines()))
+        history = json.loads((run / "results.json").read_text())["val_history"]
+        recorded = [h["lr"] for h in history]  # the record's lr per epoch is the one used
+        assert recorded == pytest.approx([float(lr) for lr in lrs[way].values()], rel=1e-6)
     assert list(lrs["resumed"]) == ["0", "1", "2"]
     straight = [float(lr) for lr in lrs["straight"].values()]
     assert [float(lr) for lr in lrs["resumed"].values()] == pytest.approx(straight, rel=1e-6)

@@ -1,6 +1,5 @@
 """The LightningModule: cross-entropy (with auxiliary heads), top-k metrics, injected optimiser."""
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -8,20 +7,17 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LinearLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
-from cnnzoo.schedules import follow_horizons, horizons
+from cnnzoo.optimization import OptimizerFactory, check_schedule, configure, head_parameters
+from cnnzoo.schedules import follow_horizons
 
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite."""
-
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
 def topk_metrics(num_classes: int) -> MetricCollection:
@@ -34,62 +30,6 @@ def topk_metrics(num_classes: int) -> MetricCollection:
 
 
 FREEZE = ("none", "backbone")
-
-
-def head_parameters(net: nn.Module) -> list[nn.Parameter]:
-    """The classifier's parameters: those of the network's last linear layer (torchvision's
-    ``fc`` or ``classifier[-1]``: what ``model.weights`` re-initialises for a new class count)."""
-    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if not linear:
-        raise ConfigError("the network has no linear classifier to single out.")
-    return list(linear[-1].parameters())
-
-
-def _construct(group: str, factory: Callable, *args, **kwargs):
-    """``factory(*args, **kwargs)`` (a partial optimiser or scheduler of the config), with the
-    value it refuses (``Invalid momentum value: -1``) as a ConfigError naming the group."""
-    try:
-        return factory(*args, **kwargs)
-    except (TypeError, ValueError) as e:
-        name = getattr(getattr(factory, "func", factory), "__name__", str(factory))
-        raise ConfigError(f"{group}: {name} refused its settings ({e}); check {group}.*.") from None
-
-
-MONITORED = re.compile(r"(train|val|val_ema)/(loss|(acc|err)_top[15])")  # what a run logs
-
-
-def check_schedule(scheduler: dict[str, Any] | None, head_lr_mult: float) -> None:
-    """The schedule's settings, refused before training where Lightning or torch would stop
-    later with a traceback (``interval=batch`` at fit start, ``monitor=val/acc`` after the first
-    epoch, StepLR's ``step_size=0`` at its first step) or take them silently (a negative
-    warm-up; a negative ``head_lr_mult`` climbs the loss)."""
-    if not is_number(head_lr_mult):
-        raise ConfigError(f"optim.head_lr_mult={head_lr_mult!r}: give 0 or a positive number.")
-    config = scheduler or {}
-    if not is_number(config.get("warmup_epochs", 0)):
-        raise ConfigError(
-            f"scheduler.warmup_epochs={config['warmup_epochs']!r}: give 0 (none) or a number of "
-            "epochs."
-        )
-    factor = config.get("warmup_start_factor", 1e-3)
-    if not is_number(factor) or not 0 < factor <= 1:
-        raise ConfigError(f"scheduler.warmup_start_factor={factor!r}: give a number in (0, 1].")
-    if not config.get("scheduler"):
-        return
-    if config.get("interval", "epoch") not in ("epoch", "step"):
-        raise ConfigError(f"scheduler.interval={config['interval']!r}: choose epoch or step.")
-    monitor = config.get("monitor")
-    if monitor is not None and not MONITORED.fullmatch(str(monitor)):
-        raise ConfigError(
-            f"scheduler.monitor={monitor!r}: not a metric the run logs; choose val/loss, "
-            "val/err_top1, val/acc_top1, val/err_top5, val/acc_top5 (or train/loss)."
-        )
-    keywords = getattr(config["scheduler"], "keywords", {}) or {}
-    if "step_size" in keywords and not is_whole(keywords["step_size"]):
-        raise ConfigError(
-            f"scheduler.scheduler.step_size={keywords['step_size']!r}: give the epochs between "
-            "decays, a whole number of 1 or more."
-        )
 
 
 def _numbers(value) -> bool:
@@ -310,62 +250,10 @@ class ClassificationModule(pl.LightningModule):
                     f"(num_classes={saved.get('num_classes')}) or another checkpoint."
                 )
 
-    def parameter_groups(self, lr: float | None = None) -> list[dict[str, Any]]:
-        """The trainable parameters in optimiser groups: without weight decay for BatchNorm
-        parameters and biases (``no_decay_norm_bias``); the classifier's with ``lr`` times
-        ``head_lr_mult`` when that is not 1."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        mult = float(self.hparams.get("head_lr_mult", 1.0))
-        head = set(map(id, head_parameters(self.net))) if mult != 1.0 else set()
-        parts = [trainable] if mult == 1.0 else [
-            [p for p in trainable if id(p) not in head],
-            [p for p in trainable if id(p) in head],
-        ]  # fmt: skip
-        groups = []
-        for i, params in enumerate(parts):
-            extra = {"lr": lr * mult} if i == 1 and lr is not None else {}
-            if self.hparams.no_decay_norm_bias:
-                groups.append({"params": [p for p in params if p.ndim > 1], **extra})
-                groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0,
-                               **extra})  # fmt: skip
-            else:
-                groups.append({"params": params, **extra})
-        return [g for g in groups if g["params"]]
-
     def configure_optimizers(self) -> Any:
-        lr = {} if self.hparams.lr is None else {"lr": self.hparams.lr}
-        optimizer = _construct(
-            "optim", self.optimizer_factory, self.parameter_groups(self._base_lr()), **lr
-        )
-        config = dict(self.scheduler_config or {})
-        warmup_epochs = config.pop("warmup_epochs", 0)
-        start_factor = config.pop("warmup_start_factor", 1e-3)
-        schedulers = []
-        if warmup_epochs:  # per step; composes with the schedule below (both are multiplicative)
-            steps = max(1, round(warmup_epochs * self._steps_per_epoch()))
-            warmup = LinearLR(optimizer, start_factor=start_factor, total_iters=steps)
-            schedulers.append({"scheduler": warmup, "interval": "step"})
-        if config.get("scheduler"):
-            config["scheduler"] = _construct("scheduler", config["scheduler"], optimizer)
-            schedulers.append(config)
-        self._horizons = horizons([entry["scheduler"] for entry in schedulers])
-        if not schedulers:
-            return optimizer
-        if len(schedulers) == 1:
-            return {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
-        return [optimizer], schedulers
+        optimisation = configure(self, self.optimizer_factory, self.scheduler_config)
+        self._horizons = optimisation.horizons
+        return optimisation.lightning
 
     def on_train_start(self) -> None:
         follow_horizons(self.trainer, self._horizons)  # (a resumed run: cnnzoo.schedules)
-
-    def _base_lr(self) -> float | None:
-        """The lr the optimiser gets: ``lr``, or the one its factory carries."""
-        if self.hparams.lr is not None:
-            return float(self.hparams.lr)
-        keywords = getattr(self.optimizer_factory, "keywords", {}) or {}
-        return keywords.get("lr")
-
-    def _steps_per_epoch(self) -> float:
-        if not self.trainer.max_epochs or self.trainer.max_epochs < 0:
-            raise ConfigError("scheduler.warmup_epochs needs trainer.max_epochs to be set.")
-        return self.trainer.estimated_stepping_batches / self.trainer.max_epochs

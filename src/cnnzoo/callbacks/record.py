@@ -2,12 +2,21 @@
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
 
+from cnnzoo.build import effective_lr
+from cnnzoo.callbacks.bad_files import BadFileReport
 from cnnzoo.callbacks.requeue import Requeued
+from cnnzoo.callbacks.throughput import Throughput
+from cnnzoo.checkpointing import last_checkpoint_path
+from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.files import replaced_atomically
+from cnnzoo.tracking import code_version, wandb_run_location
+
+T = TypeVar("T")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -22,9 +31,9 @@ class RunRecord(pl.Callback):
     ``update`` merges fields and writes the whole record (a temporary file renamed over the
     old one: a reader never sees half a file); ``end`` records how a run stopped. As a
     callback it keeps the ``val/*`` metrics of every validation (not the sanity check) with
-    the epoch and step, and writes them as ``val_history`` (and ``best_val``) at once, so a
-    running run's record shows its progress. The history is kept in checkpoints, so a resumed
-    run's record holds the whole run.
+    the epoch, the step and the lr the epoch began at, and writes them as ``val_history`` (and
+    ``best_val``) at once, so a running run's record shows its progress. The history is kept in
+    checkpoints, so a resumed run's record holds the whole run.
 
     Args:
         folder: the run folder.
@@ -44,6 +53,7 @@ class RunRecord(pl.Callback):
         self.folder, self.fields = Path(folder), dict(fields or {})
         self.metric, self.mode, self.writes = metric, mode, write
         self.entries: list[dict[str, float]] = []
+        self.epoch_lr: float | None = None
 
     @property
     def state_key(self) -> str:
@@ -93,6 +103,12 @@ class RunRecord(pl.Callback):
         pick = max if self.mode == "max" else min
         return pick(scored, key=lambda e: e[self.metric])
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Note the lr the epoch starts at (the first param group's: the base one); Lightning
+        steps epoch schedules before the epoch's validation ends."""
+        if trainer.optimizers:
+            self.epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -100,9 +116,10 @@ class RunRecord(pl.Callback):
             k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")
         }
         if metrics:
-            self.entries.append(
-                {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
-            )
+            entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+            if self.epoch_lr is not None:
+                entry["lr"] = self.epoch_lr
+            self.entries.append(entry)
             self.update()
 
     def state_dict(self) -> dict:
@@ -113,3 +130,67 @@ class RunRecord(pl.Callback):
         stage reloads the best checkpoint, whose copy of the history may be older)."""
         if len(state["entries"]) >= len(self.entries):
             self.entries = list(state["entries"])
+
+
+def run_facts(module: pl.LightningModule, gmacs: float) -> dict[str, Any]:
+    """What a comparison of runs needs beyond the config: size, cost (``gmacs``: multiply-adds
+    per image at model.input_size) and code version."""
+    return {
+        "num_params": sum(p.numel() for p in module.parameters()),
+        "gmacs": gmacs,
+        **code_version(),
+    }
+
+
+def floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def finished_fields(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    global_batch: int,
+    fit: dict,
+    test: dict,
+    wall_time: float,
+) -> dict[str, Any]:
+    """What a finished run adds to its record (``fit`` and ``test``: the metrics after each)."""
+    ckpt = trainer.checkpoint_callback
+    best_score = ckpt.best_model_score if ckpt is not None else None
+    optimised = cfg.optimized_metric
+    value = float(best_score) if best_score is not None else fit.get(optimised)
+    return {
+        "optim": OmegaConf.to_container(cfg.optim, resolve=True),
+        "lr": effective_lr(cfg),  # after optim.lr_scaling
+        "global_batch_size": global_batch,
+        "per_device_batch_size": per_device_batch_size(
+            global_batch, trainer.world_size, trainer.accumulate_grad_batches
+        ),
+        "world_size": trainer.world_size,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(wall_time, 2),
+        "throughput": _throughput(trainer),
+        "skipped_files": report.record() if (report := _callback(trainer, BadFileReport)) else [],
+        "metrics": {**fit, **floats(test)},
+        "optimized_metric": optimised,
+        "optimized_metric_value": value,
+        "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
+        "last_checkpoint": str(last) if (last := last_checkpoint_path(trainer)) else None,
+        "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
+        "wandb": wandb_run_location(trainer.loggers),
+    }
+
+
+def _callback(trainer: pl.Trainer, kind: type[T]) -> T | None:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+def checkpoint_mode(ckpt) -> str:
+    """Whether the run's checkpoint keeps the highest (``max``) or lowest value."""
+    return getattr(ckpt, "mode", None) or "max"
+
+
+def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
+    throughput = _callback(trainer, Throughput)
+    return throughput.summary() if throughput is not None else None

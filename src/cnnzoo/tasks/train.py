@@ -1,11 +1,9 @@
 """The train task: seed, build data/model/trainer from config, fit, test the best checkpoint,
 write ``results.json`` and print a summary. Returns the metric a sweep optimises."""
 
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,18 +20,22 @@ from cnnzoo.build import (
     model_gmacs,
     starts_trained,
 )
-from cnnzoo.callbacks import BadFileReport, Throughput
-from cnnzoo.callbacks.record import Interrupted, RunRecord
+from cnnzoo.callbacks.record import (
+    Interrupted,
+    RunRecord,
+    checkpoint_mode,
+    finished_fields,
+    floats,
+    run_facts,
+)
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
-from cnnzoo.checkpointing import ResumeState, last_checkpoint_path
+from cnnzoo.checkpointing import ResumeState
 from cnnzoo.csv_log import ResumableCSVLogger
-from cnnzoo.data.batching import per_device_batch_size
 from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.folders import (
     check_output_dir,
-    claimed_folders,
     is_first_rank,
     own_folder,
     release_folder,
@@ -53,21 +55,12 @@ from cnnzoo.tasks.resume import (
     previous_results,
     read_resume,
 )
-from cnnzoo.tracking import code_version, finish_wandb, wandb_run_location
+from cnnzoo.tasks.sweep import SweepJobs, in_sweep
+from cnnzoo.tracking import finish_wandb
 from cnnzoo.trainer import build_trainer, check_trainer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def run_facts(module: pl.LightningModule, gmacs: float) -> dict[str, Any]:
-    """What a comparison of runs needs beyond the config: size, cost (``gmacs``: multiply-adds
-    per image at model.input_size) and code version."""
-    return {
-        "num_params": sum(p.numel() for p in module.parameters()),
-        "gmacs": gmacs,
-        **code_version(),
-    }
 
 
 def log_hyperparameters(
@@ -84,15 +77,13 @@ def log_hyperparameters(
         logger.log_hyperparams(hparams)
 
 
-FAILED_JOBS: list[str] = []  # the run folders of this process's sweep jobs that failed
-
-
 @exit_on_user_error
-def train(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig, sweep: SweepJobs | None = None) -> float | None:
     """Train one run. In a sweep (``-m``) a job that fails is recorded (``results.json``
     status ``failed`` with the error; the traceback in its log), its W&B run is finished, and
     the sweep goes on: the job returns ``failed_job_value`` to the sweeper (Optuna records it)
-    and ``train.py`` exits 1 at the end, naming the failed jobs."""
+    and ``train.py`` exits 1 at the end, naming the failed jobs (``sweep``: the process's
+    bookkeeping of its sweep jobs)."""
     check_output_dir(cfg.paths.output_dir)
     release_unused_claims(cfg.paths.output_dir)
     owner = is_first_rank()
@@ -115,7 +106,8 @@ def train(cfg: DictConfig) -> float | None:
             raise
         out = cfg.paths.output_dir
         log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
-        FAILED_JOBS.append(str(out))
+        if sweep is not None:
+            sweep.note_failed(out)
         return float(cfg.get("failed_job_value", 0.0))
     finally:  # (Hydra may resolve the names again while a sweep's job runs)
         release_unused_claims(cfg.paths.output_dir)
@@ -131,43 +123,6 @@ def record_failed_start(cfg: DictConfig, error: BaseException) -> bool:
         return False
     RunRecord(out, {"model": cfg.model.name, "output_dir": str(out)}).end(error)
     return True
-
-
-def in_sweep() -> bool:
-    """True inside a job of a Hydra multirun (grid or Optuna sweep)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def sweep_exit_status() -> int:
-    """After a sweep: 1 and the list of failed jobs on stderr if any failed, else 0. The jobs
-    of a launcher that runs them elsewhere (SLURM) are read from their results.json."""
-    failed: list[str] = []
-    for folder in [*FAILED_JOBS, *_failed_in_sweep_folders()]:  # each once, however named
-        if os.path.abspath(folder) not in map(os.path.abspath, failed):
-            failed.append(folder)
-    if not failed:
-        return 0
-    print(f"\nerror: {len(failed)} sweep job(s) failed (status and error in each "
-          "results.json, traceback in its train.log):", file=sys.stderr)  # fmt: skip
-    for folder in failed:
-        print(f"  {folder}", file=sys.stderr)
-    return 1
-
-
-def _failed_in_sweep_folders() -> list[str]:
-    """The job folders of this process's sweep folders whose results.json says failed."""
-    failed = []
-    for folder in claimed_folders():
-        for results in sorted(Path(folder).glob("*/results.json")):
-            try:
-                if json.loads(results.read_text()).get("status") == "failed":
-                    failed.append(str(results.parent))
-            except (OSError, ValueError):
-                continue
-    return failed
 
 
 def _train(cfg: DictConfig) -> float | None:
@@ -209,7 +164,9 @@ def _train(cfg: DictConfig) -> float | None:
     failed = True
     previous = resume.previous if resume is not None else {}
     ckpt = trainer.checkpoint_callback
-    record = RunRecord(out, previous, cfg.optimized_metric, _mode(ckpt), trainer.is_global_zero)
+    record = RunRecord(
+        out, previous, cfg.optimized_metric, checkpoint_mode(ckpt), trainer.is_global_zero
+    )
     # The one writer of results.json. First, so that a checkpoint saved when a validation ends
     # (ModelCheckpoint's hooks run last; with validation inside an epoch it saves there) holds
     # that validation in its copy of the history.
@@ -237,11 +194,11 @@ def _train(cfg: DictConfig) -> float | None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SIGTERMException:  # checkpoint saved (ResumeState); a SystemExit with code 0
             raise SystemExit(128 + signal.SIGTERM) from None
-        fit_metrics = _floats(trainer.callback_metrics)
+        fit_metrics = floats(trainer.callback_metrics)  # (before the test stage adds its own)
         best = ckpt.best_model_path if ckpt else ""
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0]
         wall_time = time.perf_counter() - started + float(previous.get("wall_time_s") or 0)
-        results = _results(
+        results = finished_fields(
             cfg, trainer, datamodule.batch_size, fit_metrics, test_metrics, wall_time
         )
         results = record.finish(**results)
@@ -287,56 +244,3 @@ def _continue_requeued_sweep_job(cfg: DictConfig, out: Path) -> None:
         log.info("requeued SLURM job (restart %d): resuming from %s", restarts, last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
-
-
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(metrics.items())}
-
-
-def _results(
-    cfg: DictConfig,
-    trainer: pl.Trainer,
-    global_batch: int,
-    fit: dict,
-    test: dict,
-    wall_time: float,
-) -> dict[str, Any]:
-    """What a finished run adds to its record."""
-    ckpt = trainer.checkpoint_callback
-    best_score = ckpt.best_model_score if ckpt is not None else None
-    optimised = cfg.optimized_metric
-    value = float(best_score) if best_score is not None else fit.get(optimised)
-    return {
-        "optim": OmegaConf.to_container(cfg.optim, resolve=True),
-        "lr": effective_lr(cfg),  # after optim.lr_scaling
-        "global_batch_size": global_batch,
-        "per_device_batch_size": per_device_batch_size(
-            global_batch, trainer.world_size, trainer.accumulate_grad_batches
-        ),
-        "world_size": trainer.world_size,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "wall_time_s": round(wall_time, 2),
-        "throughput": _throughput(trainer),
-        "skipped_files": report.record() if (report := _callback(trainer, BadFileReport)) else [],
-        "metrics": {**fit, **_floats(test)},
-        "optimized_metric": optimised,
-        "optimized_metric_value": value,
-        "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
-        "last_checkpoint": str(last) if (last := last_checkpoint_path(trainer)) else None,
-        "config": str(Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"),
-        "wandb": wandb_run_location(trainer.loggers),
-    }
-
-
-def _callback(trainer: pl.Trainer, kind: type[T]) -> T | None:
-    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
-
-
-def _mode(ckpt) -> str:
-    return getattr(ckpt, "mode", None) or "max"
-
-
-def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
-    throughput = _callback(trainer, Throughput)
-    return throughput.summary() if throughput is not None else None
