@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnzoo.tasks.cli import exit_on_user_error
-from cnnzoo.tasks.evaluate import run_predict
+from cnnzoo.tasks.predict import run_predict
 from cnnzoo.tasks.resolvers import register_resolvers
 
 

@@ -250,7 +250,7 @@ def test_ddp_ranks_with_dali_count_every_val_image_once(cache_dir, tmp_path, off
     test of the same checkpoint (every image counted once, none padded)."""
     import pytorch_lightning as pl
 
-    from cnnzoo.tasks.evaluate import load_module, run_config
+    from cnnzoo.tasks.restore import load_module, run_config
 
     cpu = ("trainer=", "data.batch_size")
     base = [o for o in tiny_overrides(cache_dir, tmp_path) if not o.startswith(cpu)]

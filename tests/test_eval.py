@@ -14,7 +14,9 @@ from PIL import Image
 from cnnzoo.data.transforms import MultiCrop
 from cnnzoo.errors import UserError
 from cnnzoo.export import main as export_main
-from cnnzoo.tasks.evaluate import load_module, predict_probabilities, run_eval, run_predict
+from cnnzoo.tasks.evaluate import run_eval
+from cnnzoo.tasks.predict import predict_probabilities, run_predict
+from cnnzoo.tasks.restore import load_module
 
 pytestmark = pytest.mark.xdist_group("eval")  # its module fixtures are made once
 
@@ -158,9 +160,9 @@ def test_predict_names_a_missing_image_path(trained, tmp_path):
     ],
 )
 def test_predict_options_are_checked_before_any_image(override, message, monkeypatch):
-    import cnnzoo.tasks.evaluate as evaluate
+    import cnnzoo.tasks.predict as predict
 
-    monkeypatch.setattr(evaluate, "run_config", lambda cfg: pytest.fail("read the run first"))
+    monkeypatch.setattr(predict, "run_config", lambda cfg: pytest.fail("read the run first"))
     cfg = compose_train(["run=somewhere", "images=[cat.jpg]", override], config="predict")
     with pytest.raises(UserError, match=message):
         run_predict(cfg)
@@ -168,7 +170,7 @@ def test_predict_options_are_checked_before_any_image(override, message, monkeyp
 
 def test_one_image_given_without_brackets_is_one_path(tmp_path):
     """images=cat.jpg is one path (it was read letter by letter: "/" searched the whole disk)."""
-    from cnnzoo.tasks.evaluate import image_files
+    from cnnzoo.tasks.predict import image_files
 
     cat = tmp_path / "cat.jpg"
     cat.write_bytes(b"not looked at here")
@@ -187,7 +189,7 @@ def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_
     net = torchvision.models.resnet18(num_classes=10)
     net.load_state_dict(torch.load(out, weights_only=True))
     cfg = compose_train([f"run={trained}"], out=tmp_path, config="eval")
-    from cnnzoo.tasks.evaluate import run_config
+    from cnnzoo.tasks.restore import run_config
 
     module, _ = load_module(run_config(cfg))
     images = torch.randn(2, 3, 32, 32)
@@ -292,7 +294,7 @@ def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
     from omegaconf import OmegaConf
 
     from cnnzoo.build import build_module
-    from cnnzoo.tasks.evaluate import run_config
+    from cnnzoo.tasks.restore import run_config
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -312,8 +314,8 @@ def test_a_runs_relative_data_root_is_found_from_any_folder(tmp_path, monkeypatc
     folder: "data folder photos does not exist" before; now the folder the run began in."""
     from omegaconf import OmegaConf
 
-    from cnnzoo.tasks.evaluate import run_config
     from cnnzoo.tasks.launch import resume_args
+    from cnnzoo.tasks.restore import run_config
 
     run, trained_in, elsewhere = tmp_path / "run", tmp_path / "project", tmp_path / "elsewhere"
     (run / ".hydra").mkdir(parents=True)

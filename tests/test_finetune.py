@@ -103,7 +103,8 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     photos, weights, tmp_path, offline_env
 ):
     from cnnzoo.export import export
-    from cnnzoo.tasks.evaluate import run_eval, run_predict
+    from cnnzoo.tasks.evaluate import run_eval
+    from cnnzoo.tasks.predict import run_predict
     from cnnzoo.tasks.visualize import run_visualize
 
     out = tmp_path / "run"

@@ -427,8 +427,8 @@ def test_a_checkpoint_file_given_for_its_run_folder_names_the_folder(tmp_path, m
     from omegaconf import OmegaConf
 
     from cnnzoo.errors import ConfigError
-    from cnnzoo.tasks.evaluate import run_config
     from cnnzoo.tasks.launch import main_argv
+    from cnnzoo.tasks.restore import run_config
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

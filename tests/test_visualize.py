@@ -53,7 +53,8 @@ def test_confusion_counts_every_val_image_and_ranks_classes(run, tmp_path):
     matrix, bars = visualize(run, "what=confusion")
     assert (matrix.name, bars.name) == ("confusion.png", "per_class_top1.png")
     assert matrix.stat().st_size > 10_000 and bars.stat().st_size > 10_000
-    from cnnzoo.tasks.evaluate import load_module, run_config, run_eval
+    from cnnzoo.tasks.evaluate import run_eval
+    from cnnzoo.tasks.restore import load_module, run_config
     from cnnzoo.tasks.visualize import confusion_matrix
 
     cfg = run_config(compose_train([f"run={run}"], config="visualize"))

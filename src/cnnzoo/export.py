@@ -42,7 +42,7 @@ def parse(args: list[str]) -> dict[str, str]:
 
 
 def export(options: dict[str, str]) -> Path:
-    from cnnzoo.tasks.evaluate import load_module, run_config
+    from cnnzoo.tasks.restore import load_module, run_config
 
     run = Path(options["run"]).expanduser()
     cfg = OmegaConf.create({"run": str(run), "ckpt": options["ckpt"], "seed": 0, "paths": {}})

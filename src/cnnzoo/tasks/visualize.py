@@ -31,15 +31,9 @@ from torch import Tensor, nn
 from cnnzoo.data.options import DEFAULT_DECODER
 from cnnzoo.errors import ConfigError, is_whole
 from cnnzoo.files import replaced_atomically
-from cnnzoo.tasks.evaluate import (
-    class_names,
-    device,
-    evaluate,
-    image_datamodule,
-    load_module,
-    run_config,
-)
+from cnnzoo.tasks.evaluate import evaluate
 from cnnzoo.tasks.gradcam import gradcam_layer, gradcam_maps
+from cnnzoo.tasks.restore import class_names, device, image_datamodule, load_module, run_config
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +333,7 @@ def draw_gradcam(cfg: DictConfig, module, names: list[str], datamodule, out: Pat
 def read_queries(cfg: DictConfig, datamodule) -> tuple[Tensor, list[tuple[Path, Tensor]]]:
     """The ``images`` as the network takes them (normalised centre crops) and as they are shown
     (uint8 crops); files that are not images are named and left out."""
-    from cnnzoo.tasks.evaluate import image_files, readable_images
+    from cnnzoo.tasks.predict import image_files, readable_images
 
     transform = datamodule.view_transform("center")
     shown = datamodule.view_transform("center", normalize=False)
