@@ -113,7 +113,10 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # as Hydra saves it: before training
     assert cfg.data.num_classes is None  # data=imagefolder's: one class per folder
     train(cfg)
-    assert cfg.data.num_classes == 2  # counted, and the model's head followed
+    assert cfg.data.num_classes is None  # the caller's config is not written into
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["hyper_parameters"]["num_classes"] == 2  # counted, and the model's head followed
+    assert last["state_dict"]["net.fc.weight"].shape == (2, 512)
     scored = run_eval(compose_train([f"run={out}"], out=tmp_path / "eval", config="eval"))
     assert scored["images"] == 8 and {p["true"] for p in scored["most_confused"]} <= {
         "ants",
@@ -143,7 +146,7 @@ def test_a_finetuned_run_evaluates_predicts_and_exports_with_its_classes(
     # resume= and ckpt_path= with data.num_classes=null: as many as the checkpoint's
     again = [*finetune(photos, weights, out), f"ckpt_path={out}/checkpoints/last.ckpt"]
     resumed = compose_train(again)
-    assert read_resume(resumed) is not None and resumed.data.num_classes == 2
+    assert read_resume(resumed).num_classes == 2 and resumed.data.num_classes is None  # (kept)
     with pytest.raises(ConfigError, match="checkpoint of num_classes 2 but this run has 3"):
         read_resume(compose_train([*again, "data.num_classes=3"]))
 

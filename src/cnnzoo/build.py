@@ -81,25 +81,37 @@ def classes_to_count(cfg: DictConfig) -> bool:
     return data is not None and "num_classes" in data and data.num_classes is None
 
 
-def classes_of_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
-    """``data.num_classes=null``: the count a run's checkpoint was trained with, when it says."""
-    trained = checkpoint.get("hyper_parameters", {}).get("num_classes")
-    if trained is not None and classes_to_count(cfg):
-        with open_dict(cfg):
-            cfg.data.num_classes = trained
+def trained_class_count(checkpoint: dict[str, Any]) -> int | None:
+    """The class count a run's checkpoint was trained with, when it says."""
+    return checkpoint.get("hyper_parameters", {}).get("num_classes")
+
+
+def with_class_count(cfg: DictConfig, count: int | None) -> DictConfig:
+    """The config a run goes on with: ``cfg`` itself where ``data.num_classes`` is set (or
+    ``count`` is not known yet), else a copy with ``count``, found by the caller from what it
+    has read (its DataModule's tree, a checkpoint). The model's head follows by interpolation
+    (``model.num_classes=${data.num_classes}``); ``cfg`` is not changed."""
+    if count is None or not classes_to_count(cfg):
+        return cfg
+    resolved = cfg.copy()
+    with open_dict(resolved):
+        resolved.data.num_classes = int(count)
+    return resolved
 
 
 def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
     """The run's LightningModule, from ``cfg.module`` with the effective lr (``overrides``
-    replace module arguments, e.g. ``net=`` an already built network)."""
+    replace module arguments, e.g. ``net=`` an already built network). ``cfg`` is not changed;
+    with ``data.num_classes=null`` give ``with_class_count(cfg, N)``, or the data's class
+    folders are counted here."""
     if "module" not in cfg:
         raise ConfigError(
             "the config has no `module` section (conf/module/classification.yaml): give a "
             "config composed from conf/, or a run folder's."
         )
     net_config(cfg.model)  # (checked, not built: a build would draw from the seeded RNG)
-    if classes_to_count(cfg):
-        build_datamodule(cfg)  # data.num_classes=null: the class folders say how many
+    if classes_to_count(cfg):  # (the tasks give counted configs; this serves direct callers)
+        cfg = with_class_count(cfg, build_datamodule(cfg).settle_num_classes())
     arguments = {"lr": effective_lr(cfg), **overrides}
     return instantiate(cfg.module, **arguments, _convert_="all")
 
@@ -107,14 +119,11 @@ def build_module(cfg: DictConfig, **overrides: Any) -> ClassificationModule:
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """``cfg.data``'s DataModule; an option its class does not take is named first, with the
     way to drop it (an ``experiment=`` sets options for its own data group, e.g. quickstart's
-    ``data.num_workers``, which ``data=synthetic`` does not have). ``data.num_classes=null``
-    becomes the number of class folders the tree holds, in ``cfg`` too."""
+    ``data.num_workers``, which ``data=synthetic`` does not have). With
+    ``data.num_classes=null`` the DataModule counts the class folders of its tree
+    (``settle_num_classes``; ``with_class_count`` gives the config that count)."""
     check_options(cfg.data, "data")
-    datamodule = instantiate(cfg.data)
-    if classes_to_count(cfg):
-        with open_dict(cfg):  # (the model's head follows: model.num_classes=${data.num_classes})
-            cfg.data.num_classes = datamodule.settle_num_classes()
-    return datamodule
+    return instantiate(cfg.data)
 
 
 def check_options(node: DictConfig, group: str) -> None:

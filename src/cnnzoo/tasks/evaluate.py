@@ -57,10 +57,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     if crop not in CROPS:
         raise ConfigError(f"eval.crop={crop!r}: choose one of {sorted(CROPS)}.")
     module, trained = load_module(cfg, ema=ema)
-    datamodule = image_datamodule(cfg)
+    datamodule = image_datamodule(cfg, module.hparams.num_classes)
     datamodule.prepare_data()
     loader = datamodule.eval_loader(split, crop)
-    scores = evaluate(module, loader, cfg.data.num_classes)
+    scores = evaluate(module, loader, module.hparams.num_classes)
     names = datamodule.class_names()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,8 +70,9 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         "model": cfg.model.name,
         "run": str(cfg.run) if cfg.get("run") else None,
         "checkpoint": str(trained.path) if trained else None,
-        "weights": cfg.model.get("weights")
-        or ("torchvision" if cfg.model.get("pretrained") else None),
+        "weights": None  # (a checkpoint's weights replace the ones the model config names)
+        if trained
+        else cfg.model.get("weights") or ("torchvision" if cfg.model.get("pretrained") else None),
         "ema": ema,
         "split": split,
         "crop": crop,

@@ -71,7 +71,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     files = image_files(cfg.images)
     module, trained = load_module(cfg, ema=cfg.predict.get("ema", False))
     module.to(device())
-    datamodule = image_datamodule(cfg)
+    datamodule = image_datamodule(cfg, module.hparams.num_classes)
     names = class_names(datamodule, trained)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))

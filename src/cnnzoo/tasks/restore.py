@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnnzoo.build import (
     build_datamodule,
     build_module,
-    classes_of_checkpoint,
     starts_trained,
+    trained_class_count,
     upgrade_run_config,
+    with_class_count,
 )
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.data.protocol import RunData
@@ -109,12 +110,13 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
                 f"{path} is not a training checkpoint; for a torchvision-format state dict use "
                 "model.weights=... instead of ckpt_path=."
             )
+        cfg = cfg.copy()  # (the caller's config stays as given)
         with open_dict(cfg):  # the checkpoint's weights replace any the model config names
             cfg.model.weights = None
             if "pretrained" in cfg.model:
                 cfg.model.pretrained = False
-        classes_of_checkpoint(cfg, checkpoint)
-    module = build_module(cfg)
+        cfg = with_class_count(cfg, trained_class_count(checkpoint))
+    module = build_module(cfg)  # (model.weights with data.num_classes=null: the tree counts)
     if checkpoint is not None:
         module.on_load_checkpoint(checkpoint)
         module.net.load_state_dict(net_state_dict(checkpoint, ema=ema, source=str(path)))
@@ -132,10 +134,11 @@ def load_module(cfg: DictConfig, ema: bool = False) -> tuple[ClassificationModul
     return module.eval(), None
 
 
-def image_datamodule(cfg: DictConfig) -> RunData:
-    """The run's DataModule, for scoring or showing images: a ``data=synthetic`` run (random
-    noise with random labels, for measuring speed) has neither images nor class names."""
-    datamodule: RunData = build_datamodule(cfg)
+def image_datamodule(cfg: DictConfig, num_classes: int | None = None) -> RunData:
+    """The run's DataModule, for scoring or showing images (``num_classes``: the network's,
+    for ``data.num_classes=null``): a ``data=synthetic`` run (random noise with random labels,
+    for measuring speed) has neither images nor class names."""
+    datamodule: RunData = build_datamodule(with_class_count(cfg, num_classes))
     if not datamodule.has_images:
         datamodule.eval_loader("val")  # (refuses, saying why)
     return datamodule

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cnnzoo.build import classes_of_checkpoint, effective_lr
+from cnnzoo.build import effective_lr, trained_class_count
 from cnnzoo.checkpointing import datamodule_state
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import read_torch_file
@@ -30,6 +30,7 @@ class Resume:
     global_step: int
     mid_epoch: bool  # saved before its epoch ended (SIGTERM, pre-emption, a step checkpoint)
     global_batch_size: int | None  # None: a checkpoint from before cnnzoo recorded it
+    num_classes: int | None  # what it was trained with (None: an old checkpoint that does not say)
     previous: dict[str, Any] = field(default_factory=dict)  # the run folder's results.json
 
 
@@ -43,9 +44,8 @@ def read_resume(cfg: DictConfig) -> Resume | None:
         raise ConfigError(f"ckpt_path={path}: no such checkpoint file.")
     checkpoint = read_torch_file(path, f"ckpt_path={path}", mmap=True)
     hparams = checkpoint.get("hyper_parameters", {})
-    classes_of_checkpoint(cfg, checkpoint)  # (null: as many; the tree is checked to hold them)
     for key, value in (("arch", cfg.model.name), ("num_classes", cfg.data.num_classes)):
-        if key in hparams and hparams[key] != value:
+        if key in hparams and value is not None and hparams[key] != value:  # (null: as many)
             raise ConfigError(
                 f"{path} is a checkpoint of {key} {hparams[key]!r} but this run has {value!r}: "
                 "nothing was changed. Resume it with its own model and data (leave out "
@@ -60,6 +60,7 @@ def read_resume(cfg: DictConfig) -> Resume | None:
         global_step=int(checkpoint.get("global_step", 0)),
         mid_epoch=mid_epoch,
         global_batch_size=datamodule_state(checkpoint).get("global_batch_size"),
+        num_classes=trained_class_count(checkpoint),
     )
     _check_batch_size(resume, cfg.data.batch_size)
     return resume

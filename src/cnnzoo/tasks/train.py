@@ -19,6 +19,7 @@ from cnnzoo.build import (
     effective_lr,
     model_gmacs,
     starts_trained,
+    with_class_count,
 )
 from cnnzoo.callbacks.record import (
     Interrupted,
@@ -151,9 +152,11 @@ def _train(cfg: DictConfig) -> float | None:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r}: give a whole number (42 by default).")
     pl.seed_everything(cfg.seed, workers=True)
+    cfg = with_class_count(cfg, resume.num_classes if resume is not None else None)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")  # a missing or malformed data tree fails here, before any work
+    cfg = with_class_count(cfg, datamodule.num_classes)  # (data.num_classes=null: as counted)
     check_input_size(cfg.model)
     module = build_module(cfg)
     gmacs = model_gmacs(cfg.model)  # (counted once: the model summary and the record)

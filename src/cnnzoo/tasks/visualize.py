@@ -54,7 +54,9 @@ def run_visualize(cfg: DictConfig) -> list[Path]:
         out.mkdir(exist_ok=True)
         paths = [draw_filters(module.net, cfg.model.name, trained.epoch, out)]
     else:
-        datamodule = image_datamodule(cfg)  # the run's data: its sizes, views and class names
+        datamodule = image_datamodule(
+            cfg, module.hparams.num_classes
+        )  # the run's data: its sizes, views and class names
         out.mkdir(exist_ok=True)
         if cfg.what == "confusion":
             paths = draw_confusion(cfg, module, datamodule, out)
