@@ -205,3 +205,18 @@ def test_a_requeued_job_with_its_own_run_dir_continues_its_run(rank, monkeypatch
                         f"hydra.run.dir={run}"]  # fmt: skip
     assert [a.split("=")[0] for a in args].count("hydra.run.dir") == 1
     assert any(a.startswith("hydra.output_subdir=.hydra/resumed_") for a in args) == (rank == "0")
+
+
+def test_a_strategy_without_its_trainer_config_names_the_ddp_configs():
+    """trainer.strategy=ddp got Hydra's "+trainer.strategy=ddp" hint, which leaves out the
+    devices and accelerator DDP needs; the one line names trainer=ddp and trainer=ddp_cpu."""
+    from cnnzoo.errors import ConfigError
+    from cnnzoo.tasks.launch import prepare_argv
+
+    for given in (["trainer.strategy=ddp"], ["trainer=gpu", "trainer.strategy=ddp"]):
+        with pytest.raises(
+            ConfigError, match="trainer=ddp \\(every GPU of a node\\), trainer=ddp_cpu"
+        ):
+            prepare_argv(["train.py", *given])
+    for fine in (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], ["+trainer.strategy=ddp"]):
+        assert prepare_argv(["train.py", *fine]) == ["train.py", *fine]

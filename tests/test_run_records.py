@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import compose_train, tiny_overrides
+from omegaconf import OmegaConf
 
 from cnnzoo.callbacks import RunRecord
 from cnnzoo.tasks.folders import OWNER_FILE
@@ -33,6 +34,7 @@ def first_run(cache_dir, run: Path, *extra: str) -> None:
     cfg = compose_train(overrides, out=run)
     train(cfg)
     (run / ".hydra").mkdir(exist_ok=True)  # what train.py's Hydra keeps of a run
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     (run / ".hydra" / "overrides.yaml").write_text(
         "\n".join(f"- {o}" for o in overrides if not o.startswith("paths.")) + "\n"
     )
@@ -343,6 +345,35 @@ def test_training_a_run_longer_follows_the_schedule_it_would_have_had(
     assert list(lrs["resumed"]) == ["0", "1", "2"]
     straight = [float(lr) for lr in lrs["straight"].values()]
     assert [float(lr) for lr in lrs["resumed"].values()] == pytest.approx(straight, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        ["optim.momentum=0.5"],
+        ["optim.weight_decay=0", "optim.no_decay_norm_bias=true"],
+        ["optim=nesterov"],
+        ["scheduler=cosine"],
+        ["scheduler.warmup_epochs=1"],
+    ],
+)
+def test_other_optimiser_or_schedule_settings_on_a_resume_are_refused(finished, capsys, asked):
+    """Lightning restores the optimiser's and schedulers' settings with their states: a new
+    momentum, weight decay or schedule was recorded and not used (or failed in Lightning)."""
+    before = snapshot(finished)
+    with pytest.raises(SystemExit):
+        resume(finished, "trainer.max_epochs=3", *asked)
+    err = capsys.readouterr().err
+    assert "would not be used. Nothing was changed" in err
+    assert f"model.weights={finished}/checkpoints/best.ckpt." in err
+    for override in asked:
+        if "." in override.split("=")[0]:  # (a group choice is named by what it changes)
+            assert override in err
+    if asked == ["scheduler=cosine"]:
+        assert "trained with scheduler StepLR; " in err and "so scheduler CosineAnnealingLR " in err
+    if asked == ["optim=nesterov"]:
+        assert "trained with optim.nesterov=false; " in err
+    assert snapshot(finished) == before
 
 
 def test_a_new_lr_on_a_resume_is_refused_naming_a_new_run_from_its_weights(finished, capsys):

@@ -212,6 +212,7 @@ def prepare_argv(argv: list[str]) -> list[str]:
         return [argv[0], *resume_args(Path(resume), rest)]
     if _value(args, "hydra/launcher") == "slurm":
         check_slurm_answers()
+    _check_strategy(args)
     run_dir = _folder(args, "hydra.run.dir")
     if run_dir and not multirun and is_first_rank():
         own_folder(run_dir)  # two runs started into one folder at once: one goes on
@@ -231,6 +232,23 @@ def prepare_argv(argv: list[str]) -> list[str]:
             f"one. Choose another folder (a job of it continues with resume={sweep_dir}/<job>)."
         )
     return argv
+
+
+STRATEGY_TRAINERS = ("ddp", "ddp_cpu")  # the trainer configs that set trainer.strategy
+
+
+def _check_strategy(args: list[str]) -> None:
+    """``trainer.strategy=ddp`` with a trainer config that has no strategy: Hydra's error hints
+    ``+trainer.strategy=ddp``, which leaves out what DDP needs (devices, accelerator); name the
+    trainer configs that set it up."""
+    strategy = [a for a in args if a.startswith("trainer.strategy=")]
+    if strategy and _value(args, "trainer") not in STRATEGY_TRAINERS:
+        raise ConfigError(
+            f"{strategy[0]}: choose the trainer config that sets up the strategy: trainer=ddp "
+            "(every GPU of a node), trainer=ddp_cpu (2 CPU processes; trainer.devices=N), or "
+            "trainer=gpu for one GPU; +trainer.strategy=... passes another Lightning strategy "
+            "as it is."
+        )
 
 
 def check_slurm_answers() -> None:

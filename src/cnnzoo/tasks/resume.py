@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cnnzoo.build import effective_lr, trained_class_count
 from cnnzoo.checkpointing import datamodule_state
@@ -52,6 +53,7 @@ def read_resume(cfg: DictConfig) -> Resume | None:
                 "model= and data.num_classes=), or choose another checkpoint."
             )
     _check_lr(path, hparams.get("lr"), effective_lr(cfg))
+    _check_optimisation(path, cfg)
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
     mid_epoch = bool(progress) and not progress.get("is_last_batch", True)
     resume = Resume(
@@ -78,6 +80,84 @@ def _check_lr(path: Path, trained: float | None, asked: float) -> None:
             f"further, or start a new run from its weights: model.weights={run}/checkpoints/"
             f"best.ckpt model.lr={asked:g}."
         )
+
+
+KEPT_ON_RESUME = ("optim", "scheduler")  # restored from the checkpoint, whatever is asked
+FOLLOWS_ON_RESUME = {  # what a resume applies (or _check_lr checks)
+    "optim.lr", "optim.lr_scaling", "optim.optimizer.lr", "scheduler.scheduler.T_max",
+}  # fmt: skip
+
+
+def _check_optimisation(path: Path, cfg: DictConfig) -> None:
+    """Lightning restores the optimiser's and the schedulers' settings with their states: an
+    ``optim.*`` or ``scheduler.*`` value other than the run's would be recorded but not used
+    (another optimiser or parameter grouping fails inside Lightning), so it is refused, naming
+    each. The run's settings are those of its folder's ``.hydra/config.yaml``; the cosine's
+    horizon follows (``cnnzoo.schedules``)."""
+    saved_path = path.parent.parent / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        return  # (a checkpoint outside a run folder: its lr is still checked)
+    try:
+        saved = OmegaConf.load(saved_path)
+        trained = {s: _flat(OmegaConf.select(saved, s), s) for s in KEPT_ON_RESUME}
+    except (OSError, ValueError, OmegaConfBaseException):
+        return  # (a run folder's config it cannot read: Lightning's own checks remain)
+    changed = []
+    for section in KEPT_ON_RESUME:
+        asked = _flat(cfg.get(section), section)
+        keys = set(trained[section]) | set(asked)
+        replaced = [  # another optimiser or schedule: named by its class, not its arguments
+            k.removesuffix("._target_") for k in keys
+            if k.endswith("._target_") and trained[section].get(k) != asked.get(k)
+        ]  # fmt: skip
+        for node in replaced:
+            old, new = (
+                _class(values.get(f"{node}._target_")) for values in (trained[section], asked)
+            )
+            changed.append((f"{section} {old}", f"{section} {new}"))
+        for key in sorted(keys):
+            old, new = trained[section].get(key), asked.get(key)
+            mirrored = key.startswith("optim.optimizer.")  # (optim.momentum, ... by interpolation)
+            inside = any(key.startswith(f"{node}.") for node in replaced)
+            if old != new and not (key in FOLLOWS_ON_RESUME or mirrored or inside):
+                changed.append((f"{key}={_plain(old)}", f"{key}={_plain(new)}"))
+    if changed:
+        run = path.parent.parent
+        had = ", ".join(old for old, _ in changed)
+        asked = ", ".join(new for _, new in changed)
+        raise ConfigError(
+            f"{run} trained with {had}; a resume continues its optimiser and schedule as they "
+            f"were saved, so {asked} would not be used. Nothing was changed. Leave optim and "
+            "scheduler as the run had them to train it further, or start a new run from its "
+            f"weights with the settings you want: model.weights={run}/checkpoints/best.ckpt."
+        )
+
+
+def _class(target: Any) -> str:
+    return "none" if target is None else str(target).rsplit(".", 1)[-1]
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    """A config section's resolved values by dotted key (an absent section: none)."""
+    if node is None:
+        return {}
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    if not isinstance(values, dict):
+        return {prefix: values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat |= (
+            _flat(value, f"{prefix}.{key}")
+            if isinstance(value, dict)
+            else {f"{prefix}.{key}": value}
+        )
+    return flat
+
+
+def _plain(value: Any) -> str:
+    return (
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
 
 
 def _check_batch_size(resume: Resume, batch_size: int) -> None:
