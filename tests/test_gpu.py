@@ -78,16 +78,22 @@ def test_channels_last_16_mixed_on_synthetic_input_reports_throughput(cache_dir,
         "model.channels_last=true",
         "callbacks.throughput.warmup_steps=2",
         "trainer.limit_train_batches=null",
+        "+callbacks.probe._target_=probes.WrappingProbe",
+        f"+callbacks.probe.path={tmp_path / 'wrapping.json'}",
     ]
     train(compose_train(overrides, out=tmp_path))
+    seen = json.loads((tmp_path / "wrapping.json").read_text())
+    assert seen["dtype"] == "torch.float16" and seen["channels_last"] is True  # as asked
     perf = json.loads((tmp_path / "results.json").read_text())["throughput"]
-    assert perf["images_per_s"] > 0
+    assert perf["images_per_s"] > 0 and 0 <= perf["data_wait"] < 1
 
 
 def test_ddp_with_sync_batchnorm_compile_and_channels_last(cache_dir, tmp_path, offline_env):
-    """trainer=ddp on one GPU (a real process group): BatchNorm becomes SyncBatchNorm, the net
-    is compiled inside DDP, runs in float16 and channels_last, and the checkpoint (plain state
-    dict keys) is scored by eval.py exactly as the run's test stage did."""
+    """trainer=ddp on one GPU (a real process group): BatchNorm becomes SyncBatchNorm (this
+    proves the conversion; that statistics are synchronised needs two GPUs), the net is
+    compiled inside DDP, runs in float16 and channels_last, and the checkpoint (plain state
+    dict keys) is scored by eval.py as the run's test stage did (eval in float32, the test
+    stage in 16-mixed: a prediction near a tie may flip, so within two of the images)."""
     from cnnzoo.tasks.evaluate import run_eval
 
     record = tmp_path / "wrapping.json"
@@ -109,7 +115,8 @@ def test_ddp_with_sync_batchnorm_compile_and_channels_last(cache_dir, tmp_path, 
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "finished" and results["world_size"] == 1
     evaluated = run_eval(compose_train([f"run={run}"], out=tmp_path / "eval", config="eval"))
-    assert evaluated["acc_top1"] == results["metrics"]["test/acc_top1"]
+    tested = results["metrics"]["test/acc_top1"]
+    assert abs(evaluated["acc_top1"] - tested) <= 2 / evaluated["images"] + 1e-9
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

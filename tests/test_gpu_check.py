@@ -174,3 +174,21 @@ def test_the_kit_leaves_out_what_its_python_never_loads(gpu_kit, tmp_path):
     gpu_kit.strip_tree(root, "3.12")
     assert sorted(p.name for p in (root / "pkg").iterdir()) == [
         "libplain.so.1", "m.cpython-312-x86_64-linux-gnu.so", "m.py"]  # fmt: skip
+
+
+def test_a_test_skipped_on_the_gpu_fails_the_tests_stage(gpu_check, monkeypatch):
+    """On a lent GPU with the kit installed, the GPU and DALI tests must run: a skip (DALI not
+    importable, no CUDA seen) is a check that did not happen, so the stage fails, naming it;
+    the two-GPU test is the one skip a single GPU may show."""
+
+    def pytest_says(*lines):
+        stdout = "\n".join([*lines, "7 passed, 1 skipped in 9.00s"])
+        proc = SimpleNamespace(stdout=stdout, stderr="", returncode=0)
+        monkeypatch.setattr(gpu_check.subprocess, "run", lambda *a, **k: proc)
+        return gpu_check.gpu_tests("")
+
+    dali = "SKIPPED [1] tests/test_dali.py:16: NVIDIA DALI is not installed"
+    row = pytest_says(dali)
+    assert row["failed"] and "skipped on a GPU: " + dali in row["tests"]
+    row = pytest_says("SKIPPED [1] tests/test_gpu.py:130: needs two GPUs")
+    assert not row["failed"] and row["tests"] == "7 passed, 1 skipped in 9.00s"

@@ -1,6 +1,8 @@
 """visualize.py: the first layer's filters and the val confusion matrix of a run, as files in
 its visualize/ folder, never over an earlier one; bad requests are one clear error."""
 
+import json
+
 import pytest
 import torch
 from helpers import compose_train, tiny_overrides
@@ -62,6 +64,10 @@ def test_confusion_counts_every_val_image_and_ranks_classes(run, tmp_path):
     assert int(confusion.sum()) == 40 and len(names) == 10  # the tiny set's val split
     scored = run_eval(compose_train([f"run={run}", "eval.split=val"], out=tmp_path, config="eval"))
     assert int(confusion.diagonal().sum()) / 40 == pytest.approx(scored["acc_top1"])  # alike
+    # and as Lightning's test loop scored the best checkpoint on the same 40 images (the test
+    # split is the official val here), a path that shares no scoring code with evaluate():
+    tested = json.loads((run / "results.json").read_text())["metrics"]["test/acc_top1"]
+    assert int(confusion.diagonal().sum()) / 40 == pytest.approx(tested)
     confusion = torch.zeros(5, 5, dtype=torch.long)
     confusion[1, 3], confusion[4, 1], confusion[2, 2] = 7, 2, 50
     assert most_confused_classes(confusion, 3).tolist() == [1, 3, 4]
