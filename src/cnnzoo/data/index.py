@@ -98,24 +98,49 @@ def file_identity(path: str | os.PathLike) -> tuple[int, int]:
 
 def walk_once(
     top: str | os.PathLike, seen_dirs: set[tuple[int, int]], skipped: list[str]
-) -> list[tuple[str, list[str]]]:
-    """(folder, file names) below ``top`` in ImageFolder's order (sorted ``os.walk``, links
-    followed), hidden folders left out, and no folder whose identity is in ``seen_dirs`` (or
-    walked before): the links leading to one are appended to ``skipped``. A folder it cannot
-    list is an ``UnreadableFolder`` error (``os.walk`` would pass over it as if empty)."""
+) -> list[tuple[str, int, list[os.DirEntry]]]:
+    """(folder, its device, its file entries) below ``top`` in ImageFolder's order (sorted
+    ``os.walk``, links followed), hidden folders left out, and no folder whose identity is in
+    ``seen_dirs`` (or walked before): the links leading to one are appended to ``skipped``. A
+    folder it cannot list is an ``UnreadableFolder`` error (``os.walk`` would pass over it as
+    if empty)."""
     walked = []
-    for root, dirs, names in os.walk(top, followlinks=True, onerror=_unreadable):
-        kept = []
-        for d in sorted(d for d in dirs if not d.startswith(".")):
-            identity = file_identity(os.path.join(root, d))
-            if identity in seen_dirs:
-                skipped.append(os.path.join(root, d))
-            else:
-                seen_dirs.add(identity)
-                kept.append(d)
-        dirs[:] = kept  # os.walk descends into these only
-        walked.append((root, names))
-    return sorted(walked)
+    stack = [(os.fspath(top), os.stat(top).st_dev)]
+    while stack:
+        root, device = stack.pop()
+        try:
+            with os.scandir(root) as listing:
+                entries = list(listing)
+        except OSError as e:
+            _unreadable(e)
+        files = []
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not _is_dir(entry):
+                files.append(entry)
+            elif not entry.name.startswith("."):
+                identity = file_identity(entry.path)
+                if identity in seen_dirs:
+                    skipped.append(entry.path)
+                else:
+                    seen_dirs.add(identity)
+                    stack.append((entry.path, identity[0]))
+        walked.append((root, device, files))
+    return sorted(walked, key=lambda w: w[0])
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # (follows links, as os.walk(followlinks=True) does)
+    except OSError:
+        return False
+
+
+def entry_identity(entry: os.DirEntry, device: int) -> tuple[int, int]:
+    """``file_identity`` of a file entry of a folder on ``device``: the inode its listing
+    gives (no system call) unless it is a link, which is followed."""
+    if entry.is_symlink():
+        return file_identity(entry.path)
+    return device, entry.inode()
 
 
 class UnreadableFolder(DataError):
@@ -149,20 +174,21 @@ def scan(folder: Path) -> SplitIndex:
     seen_files: set[tuple[int, int]] = set()
     skipped: list[str] = []
     for target, name in enumerate(classes):
-        for root, names in walk_once(folder / name, seen_dirs, skipped):
+        for root, device, entries in walk_once(folder / name, seen_dirs, skipped):
             rel = os.path.relpath(root, folder)
-            for file in sorted(names):
+            for entry in entries:
+                file = entry.name
                 if file.startswith("."):
                     continue
                 if not file.lower().endswith(IMAGE_EXTENSIONS):
                     other.append(os.path.join(rel, file))
                     continue
                 try:
-                    identity = file_identity(os.path.join(root, file))
+                    identity = entry_identity(entry, device)
                 except OSError:  # a broken link: reading it will name it
                     identity = (-1, len(paths))
                 if identity in seen_files:
-                    skipped.append(os.path.join(root, file))
+                    skipped.append(entry.path)
                     continue
                 seen_files.add(identity)
                 paths.append(os.path.join(rel, file).encode())

@@ -26,11 +26,11 @@ from cnnzoo.data.options import DECODERS, DEFAULT_DECODER
 def image_files(root: Path) -> list[str]:
     """The image files below ``root``, links followed but no folder twice (no cycles)."""
     found = []
-    for folder, names in walk_once(root, {file_identity(root)}, []):
+    for _, _, entries in walk_once(root, {file_identity(root)}, []):
         found += [
-            os.path.join(folder, n)
-            for n in names
-            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
+            e.path
+            for e in entries
+            if e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith(".")
         ]
     return sorted(found)
 
