@@ -188,8 +188,8 @@ def test_every_model_config_builds_its_architecture(name, tmp_path):
     with torch.device("meta"):
         net, reference = build_net(cfg.model), create_model(name, num_classes=10)
     assert net.state_dict().keys() == reference.state_dict().keys()
-    plain = name == "alexnet" or (name.startswith("vgg") and not name.endswith("_bn"))
-    assert cfg.optim.lr == (0.01 if plain else 0.1)  # torchvision's from-scratch recipes
+    plain = name.startswith("alexnet") or (name.startswith("vgg") and not name.endswith("_bn"))
+    assert cfg.optim.lr == (0.01 if plain else 0.1)  # torchvision's (and AlexNet's paper's)
     size = (299, 342) if name == "inception_v3" else (224, 256)
     assert (cfg.data.image_size, cfg.data.eval_resize) == size
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 # experiment: (model, optimiser, lr, momentum, weight decay, batch, scheduler, schedule values,
 #              epochs, extra checks)
 RECIPES = {
-    "alexnet_krizhevsky2012": ("alexnet", "SGD", 0.01, 0.9, 5e-4, 128, "ReduceLROnPlateau",
+    "alexnet_krizhevsky2012": ("alexnet2012", "SGD", 0.01, 0.9, 5e-4, 128, "ReduceLROnPlateau",
                                {"factor": 0.1}, 90, {"model.dropout": 0.5,
                                "data.train_crop": "alexnet", "data.lighting": 0.1}),
     "vgg16_simonyan2014": ("vgg16", "SGD", 0.01, 0.9, 5e-4, 256, "ReduceLROnPlateau",

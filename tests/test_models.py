@@ -22,8 +22,8 @@ ALL = [
 AUX_HEADS = {"googlenet": 2, "inception_v3": 1}
 
 
-def test_registry_holds_the_twenty_networks():
-    assert list_models() == ALL
+def test_registry_holds_the_twenty_networks_and_alexnet_as_published():
+    assert list_models() == sorted([*ALL, "alexnet2012"])
 
 
 @pytest.mark.parametrize("name", zoo(ALL))

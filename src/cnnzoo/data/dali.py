@@ -66,8 +66,8 @@ def check_options(options: dict) -> None:
     on = [f"data.{k}={options[k]!r}" for k, off in UNSUPPORTED.items() if options[k] != off]
     if on:
         raise ConfigError(
-            f"{', '.join(on)}: not available with data.loader=dali (DALI runs rrc, alexnet and "
-            "vgg crops, hflip, lighting, mixup and cutmix). Turn them off, or use "
+            f"{', '.join(on)}: not available with data.loader=dali (DALI runs rrc, alexnet, vgg "
+            "and center crops, hflip, lighting, mixup and cutmix). Turn them off, or use "
             "data.loader=workers."
         )
 

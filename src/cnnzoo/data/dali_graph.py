@@ -13,7 +13,7 @@ class Recipe:
     train: bool
     image_size: int
     resize: int  # eval: short side before the centre crop; alexnet: the square it crops from
-    crop: str = "rrc"  # train: rrc | alexnet | vgg
+    crop: str = "rrc"  # train: rrc | alexnet | vgg | center
     crop_scale: tuple[float, float] = (0.08, 1.0)
     scale_jitter: tuple[int, int] = (256, 512)
     hflip: bool = True
@@ -45,10 +45,10 @@ def graph(recipe: Recipe, encoded, decode_device: str):
             images = fn.resize(images, resize_shorter=shorter, antialias=True)
         else:
             images = fn.resize(images, resize_shorter=recipe.resize, antialias=True)
-            if recipe.train:  # alexnet: the centre square, then a random crop of it
+            if recipe.train and recipe.crop == "alexnet":  # the centre square, a random crop
                 images = fn.crop(images, crop=(recipe.resize, recipe.resize))
         window = {"crop": (size, size)}
-        if recipe.train:
+        if recipe.train and recipe.crop != "center":  # (center: the eval crop, every epoch)
             window["crop_pos_x"] = fn.random.uniform(range=(0.0, 1.0))
             window["crop_pos_y"] = fn.random.uniform(range=(0.0, 1.0))
     out = {"output_layout": "CHW", "dtype": types.FLOAT if recipe.normalize else types.UINT8}

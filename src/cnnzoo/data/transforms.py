@@ -4,7 +4,10 @@ options), built from the model's sizes.
 Train recipes (``data.train_crop``): ``rrc`` random-resized crop, Szegedy et al. 2014's scale
 augmentation and torchvision's recipe; ``alexnet`` the short side to 256, the centre 256 square,
 a random 224 crop (Krizhevsky et al. 2012, sec. 4.1); ``vgg`` scale jittering, the short side
-random in [256, 512], then a random 224 crop (Simonyan & Zisserman 2014, sec. 3.1). Then
+random in [256, 512], then a random 224 crop (Simonyan & Zisserman 2014, sec. 3.1); ``center``
+no augmentation, the eval crop (the short side to ``eval_resize``, the centre square: the same
+crop every epoch, for training without the papers' augmentation; with ``data.hflip=false``).
+Then
 optionally: horizontal flip, colour jitter, AutoAugment / RandAugment / TrivialAugment, AlexNet's
 PCA lighting noise, random erasing. Mixup and CutMix act on batches (``batch_mix``).
 
@@ -18,7 +21,7 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TRAIN_CROPS = ("rrc", "alexnet", "vgg")
+TRAIN_CROPS = ("rrc", "alexnet", "vgg", "center")
 AUTO_AUGMENTS = {
     "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
     "randaugment": lambda: v2.RandAugment(),
@@ -80,6 +83,8 @@ def train_transform(
         steps: list = [v2.RandomResizedCrop(image_size, scale=tuple(crop_scale))]
     elif crop == "alexnet":
         steps = [v2.Resize(resize), v2.CenterCrop(resize), v2.RandomCrop(image_size)]
+    elif crop == "center":
+        steps = [v2.Resize(resize), v2.CenterCrop(image_size)]
     else:  # vgg (data.train_crop is checked with the other data settings: data/options.py)
         low, high = scale_jitter
         if low < image_size:

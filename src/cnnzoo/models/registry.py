@@ -6,6 +6,7 @@ dict keys and shapes and the class order are exactly torchvision's (and the pape
 family's docstring says how.
 """
 
+import logging
 from collections.abc import Callable
 from functools import partial
 
@@ -15,14 +16,18 @@ import torchvision.models as tvm
 from torchvision.models.inception import InceptionAux
 
 from cnnzoo.errors import ConfigError
+from cnnzoo.models.variants import AlexNet2012, with_activation, without_shortcuts
 from cnnzoo.models.weights import load_weights
 
+log = logging.getLogger(__name__)
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
 
 VGG_NAMES = [f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")]
 RESNET_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 DENSENET_NAMES = ["densenet121", "densenet161", "densenet169", "densenet201"]
+TORCHVISION_NAMES = {"alexnet", "googlenet", "inception_v3", *VGG_NAMES, *RESNET_NAMES,
+                     *DENSENET_NAMES}  # fmt: skip
 
 
 def list_models() -> list[str]:
@@ -47,13 +52,35 @@ def create_model(
     """
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    activation = kwargs.pop("activation", "relu")
     try:
         net = _REGISTRY[name](num_classes=num_classes, **kwargs)
     except TypeError as e:  # an option this family does not have
         raise ConfigError(f"model {name!r}: {e}") from None
+    with_activation(net, activation)
     if weights or pretrained:
+        if name not in TORCHVISION_NAMES:
+            raise ConfigError(
+                f"model {name!r} is not a torchvision architecture: it has no published "
+                "weights, and torchvision-format files do not fit it. Start it from random "
+                "weights, or from a run of its own (model.weights=RUN/checkpoints/best.ckpt)."
+            )
         load_weights(net, name, path=weights)
+        if not is_torchvision_architecture(activation, kwargs.get("residual", True)):
+            log.warning(
+                "model %s with activation=%s residual=%s is not torchvision's network: the "
+                "weights loaded were trained with ReLUs and shortcuts, so they start it from "
+                "parameters that mean something else there.",
+                name,
+                activation,
+                kwargs.get("residual", True),
+            )
     return net
+
+
+def is_torchvision_architecture(activation: str = "relu", residual: bool = True) -> bool:
+    """Whether the lecture's knobs leave the network as torchvision builds it."""
+    return activation == "relu" and residual is not False
 
 
 def _register(names: list[str], family: Callable[..., nn.Module]) -> None:
@@ -73,10 +100,16 @@ def resnet(
     num_classes: int,
     small_input: bool = False,
     zero_init_residual: bool = False,
+    residual: bool = True,
 ) -> tvm.ResNet:
     """ResNet (He et al. 2015). ``small_input``: the CIFAR stem of the paper's sec. 4.2, a 3x3
-    stride-1 conv and no max-pool, which keeps 4x the resolution of the ImageNet stem."""
+    stride-1 conv and no max-pool, which keeps 4x the resolution of the ImageNet stem.
+    ``residual=False``: the paper's plain network of the same depth (no shortcuts)."""
+    if not isinstance(residual, bool):
+        raise ConfigError(f"model.residual={residual!r}: choose true or false.")
     net = builder(num_classes=num_classes, zero_init_residual=zero_init_residual)
+    if not residual:
+        without_shortcuts(net)
     if small_input:
         net.conv1 = _kaiming_conv(3, net.conv1.out_channels, 3, 1, 1)
         net.maxpool = nn.Identity()
@@ -200,7 +233,13 @@ def inception_v3(
     return net
 
 
+def alexnet2012(*, num_classes: int, small_input: bool = False, dropout: float = 0.5) -> nn.Module:
+    """AlexNet as published in 2012 (``variants.AlexNet2012``): LRN, grouped convolutions."""
+    return AlexNet2012(num_classes=num_classes, small_input=small_input, dropout=dropout)
+
+
 _register(["alexnet"], alexnet)
+_REGISTRY["alexnet2012"] = alexnet2012
 _register(VGG_NAMES, vgg)
 _register(["googlenet"], googlenet)
 _register(["inception_v3"], inception_v3)
