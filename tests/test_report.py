@@ -53,7 +53,7 @@ def test_no_runs_is_an_error_naming_the_folder(tmp_path, capsys):
 
 
 def test_learning_curves_label_runs_by_what_the_sweep_varied(tmp_path):
-    from cnnzoo.report import learning_curves
+    from cnnzoo.curves import learning_curves
 
     sweep = tmp_path / "sweep"
     for i, (model, lr) in enumerate([("resnet18", 0.1), ("resnet18", 0.01), ("alexnet", 0.1)]):
@@ -65,12 +65,37 @@ def test_learning_curves_label_runs_by_what_the_sweep_varied(tmp_path):
         )
     run_folder(sweep, "3_broken", '{"status": "fini')  # no curve, no crash
     curves = learning_curves(sorted(p for p in sweep.iterdir()))
-    assert [label for label, _, _ in curves] == [
+    assert [curve.label for curve in curves] == [
         "model=resnet18, optim.lr=0.1",
         "model=resnet18, optim.lr=0.01",
         "model=alexnet, optim.lr=0.1",
     ]
-    _, epochs, errors = curves[1]
-    assert epochs == [0, 1, 2] and errors == pytest.approx([89.0, 79.0, 69.0])
+    assert curves[1].epochs == [0, 1, 2]
+    assert curves[1].val_err == pytest.approx([89.0, 79.0, 69.0])
+    assert curves[1].train_err == [None, None, None]  # (a record from before train errors)
     assert main([str(sweep)]) == 0
     assert (sweep / "curves.png").stat().st_size > 10_000
+
+
+def test_the_findings_state_what_the_curves_show_in_numbers(tmp_path):
+    """As the lecture quotes Krizhevsky et al.'s Figure 1: which run reached a training error
+    first and how many times sooner; how far apart the runs ended; each one's val-train gap."""
+    sweep = tmp_path / "sweep"
+    train = {
+        "relu": [0.6, 0.4, 0.25, 0.2] + [0.15] * 8,
+        "tanh": [0.7 - 0.04 * e for e in range(12)],
+    }
+    for i, activation in enumerate(("relu", "tanh")):
+        history = [{"epoch": e, "val/acc_top1": 0.6 - t, "train/err_top1": t}
+                   for e, t in enumerate(train[activation])]  # fmt: skip
+        folder = run_folder(sweep, f"{i}_resnet18", json.dumps({"status": "finished",
+                            "val_history": history}))  # fmt: skip
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- model.activation={activation}\n")
+    assert main([str(sweep)]) == 0
+    report = (sweep / "report.md").read_text()
+    # tanh's best training error is 26% (epoch 12): the level every run reached
+    assert ("Training error 26%: reached at epoch 3 by model.activation=relu, at epoch 12 by "
+            "model.activation=tanh (4.0x the epochs).") in report  # fmt: skip
+    assert ("Final validation error: model.activation=relu 55.0%, model.activation=tanh "
+            "66.0% (11.0 points apart)") in report  # fmt: skip
+    assert "model.activation=relu: +40.0, model.activation=tanh: +40.0" in report

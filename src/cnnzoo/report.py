@@ -6,7 +6,8 @@
 writes ``report.md`` and ``report.csv`` (one row per run, sorted by best val top-1 error; runs
 that failed or are still running last) and ``report.png`` (top-1 error against GFLOPs, marker
 area by parameters, a label per run: the chart of the ILSVRC lectures, for your runs) and
-``curves.png`` (val top-1 error by epoch, a line per run labelled by what the runs vary). A folder
+``curves.png`` (training and val top-1 error by epoch, a colour per run labelled by what the
+runs vary, with what they show in numbers at the end of report.md: ``cnnzoo.curves``). A folder
 is a run when it has ``.hydra/config.yaml`` or ``results.json``; other folders are searched
 below for runs. Missing or corrupt results never stop the report: the row says so.
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from cnnzoo.curves import findings, learning_curves, write_curves
 
 COLUMNS = [
     ("run", "run"),
@@ -173,52 +176,6 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> int:
     return len(points)
 
 
-def learning_curves(runs: list[Path]) -> list[tuple[str, list[int], list[float]]]:
-    """(label, epochs, val top-1 error in %) of every run with a ``val_history``, labelled by
-    the overrides the runs differ in (what a sweep varied; the folder name if nothing)."""
-    curves, overrides = [], []
-    for run in runs:
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            history = json.loads((run / "results.json").read_text()).get("val_history") or []
-            points = [(h["epoch"], 100 * (1 - h["val/acc_top1"])) for h in history]
-            if points:
-                curves.append((run, *map(list, zip(*points, strict=True))))
-                overrides.append(_overrides(run))
-    varied = sorted(
-        {k for o in overrides for k in o if len({str(p.get(k)) for p in overrides}) > 1}
-    )
-    return [
-        (", ".join(f"{k}={o.get(k)}" for k in varied) or run.name, epochs, errors)
-        for (run, epochs, errors), o in zip(curves, overrides, strict=True)
-    ]
-
-
-def _overrides(run: Path) -> dict[str, str]:
-    """The command-line overrides of a run (``.hydra/overrides.yaml``), as key -> value."""
-    with contextlib.suppress(Exception):
-        items = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-        return dict(str(item).split("=", 1) for item in items if "=" in str(item))
-    return {}
-
-
-def write_curves(curves: list[tuple[str, list[int], list[float]]], path: Path) -> int:
-    """Val top-1 error by epoch, one line per run. Returns the number of runs drawn."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 5), layout="constrained")
-    ax = figure.add_subplot()
-    for label, epochs, errors in curves:
-        ax.plot(epochs, errors, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val top-1 error (%)")
-    ax.set_title("learning curves")
-    if curves:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    figure.savefig(path, dpi=110)
-    return len(curves)
-
-
 def report(folders: list[Path], out: Path) -> list[dict[str, Any]]:
     runs = find_runs(folders)
     base = folders[0] if len(folders) == 1 and not _is_run(folders[0]) else None
@@ -227,7 +184,13 @@ def report(folders: list[Path], out: Path) -> list[dict[str, Any]]:
     write_csv(rows, out / "report.csv")
     write_markdown(rows, out / "report.md")
     write_chart(rows, out / "report.png")
-    write_curves(learning_curves(runs), out / "curves.png")
+    curves = learning_curves(runs)
+    write_curves(curves, out / "curves.png")
+    found = findings(curves)
+    if found:
+        with open(out / "report.md", "a") as f:
+            f.write("\n## What the curves show (curves.png)\n\n")
+            f.write("".join(f"- {line}\n" for line in found))
     return rows
 
 

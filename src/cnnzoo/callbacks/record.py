@@ -31,9 +31,10 @@ class RunRecord(pl.Callback):
     ``update`` merges fields and writes the whole record (a temporary file renamed over the
     old one: a reader never sees half a file); ``end`` records how a run stopped. As a
     callback it keeps the ``val/*`` metrics of every validation (not the sanity check) with
-    the epoch, the step and the lr the epoch began at, and writes them as ``val_history`` (and
-    ``best_val``) at once, so a running run's record shows its progress. The history is kept in
-    checkpoints, so a resumed run's record holds the whole run.
+    the epoch, the step, the lr the epoch began at and the epoch's training accuracy and error,
+    and writes them as ``val_history`` (and ``best_val``) at once, so a running run's record
+    shows its progress. The history is kept in checkpoints, so a resumed run's record holds
+    the whole run.
 
     Args:
         folder: the run folder.
@@ -119,6 +120,7 @@ class RunRecord(pl.Callback):
             entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
             if self.epoch_lr is not None:
                 entry["lr"] = self.epoch_lr
+            entry |= _train_so_far(pl_module)
             self.entries.append(entry)
             self.update()
 
@@ -130,6 +132,19 @@ class RunRecord(pl.Callback):
         stage reloads the best checkpoint, whose copy of the history may be older)."""
         if len(state["entries"]) >= len(self.entries):
             self.entries = list(state["entries"])
+
+
+def _train_so_far(module: pl.LightningModule) -> dict[str, float]:
+    """The training accuracy and error of the epoch so far (all of it at an epoch's end), from
+    the module's running metrics (not reset: the module logs them when the epoch ends)."""
+    metrics = getattr(module, "train_metrics", None)
+    if metrics is None or not any(m.update_count for m in metrics.values()):
+        return {}
+    figures = {}
+    for name, acc in metrics.compute().items():
+        figures[name] = float(acc)
+        figures[name.replace("/acc_", "/err_")] = 1.0 - float(acc)
+    return figures
 
 
 def run_facts(module: pl.LightningModule, gmacs: float) -> dict[str, Any]:
