@@ -12,7 +12,7 @@ from helpers import compose_train, run_train, tiny_overrides
 from PIL import Image
 
 from cnnzoo.data.transforms import MultiCrop
-from cnnzoo.errors import UserError
+from cnnzoo.errors import ConfigError, UserError
 from cnnzoo.export import main as export_main
 from cnnzoo.tasks.evaluate import run_eval
 from cnnzoo.tasks.predict import predict_probabilities, run_predict
@@ -402,3 +402,38 @@ def test_a_synthetic_run_has_nothing_to_score_or_name(tmp_path, offline_env, cac
             task(compose_train([f"run={run}", *extra], out=tmp_path / config, config=config))
     visualize = compose_train([f"run={run}", "what=filters"], config="visualize")
     assert run_visualize(visualize) == [run / "visualize" / "filters.png"]
+
+
+@pytest.mark.slow
+def test_predict_ranks_the_true_class_and_totals_the_top_k_error(trained, tmp_path, cache_dir):
+    """Images in class folders (val/<wnid>/) or with label=: where the true class ranks, its
+    probability and the top-1/top-5 error of each image, and the totals, which over the whole
+    val split are eval.py's top-1 and top-5 error."""
+    val = next(cache_dir.glob("sample_*")) / "val"
+    predictions = run_predict(
+        compose_train([f"run={trained}", f"images=[{val}]"], config="predict")
+    )
+    assert len(predictions) == 40 and all("true" in p for p in predictions)
+    for p in predictions:
+        true = p["true"]
+        assert true["top1_error"] == (p["top"][0]["class"] != true["class"])
+        assert true["top5_error"] == (true["class"] not in [t["class"] for t in p["top"]])
+        assert (true["rank"] == 1) == (not true["top1_error"])
+    scored = run_eval(compose_train([f"run={trained}", "eval.split=val"], out=tmp_path,
+                                    config="eval"))  # fmt: skip
+    top1 = sum(p["true"]["top1_error"] for p in predictions) / 40
+    top5 = sum(p["true"]["top5_error"] for p in predictions) / 40
+    assert top1 == pytest.approx(scored["err_top1"]) and top5 == pytest.approx(scored["err_top5"])
+
+    image = next((val / "n01440764").iterdir())
+    copy = tmp_path / "unsorted" / "x.jpg"
+    copy.parent.mkdir()
+    shutil.copy(image, copy)
+    (alone,) = run_predict(compose_train([f"run={trained}", f"images=[{copy}]"], config="predict"))
+    assert "true" not in alone  # (a folder that names no class: nothing known)
+    (told,) = run_predict(compose_train([f"run={trained}", f"images=[{copy}]", "label=n01440764"],
+                                        config="predict"))  # fmt: skip
+    assert told["true"]["class"] == 0
+    with pytest.raises(ConfigError, match="label=cat: not a class of this run"):
+        run_predict(compose_train([f"run={trained}", f"images=[{copy}]", "label=cat"],
+                                  config="predict"))  # fmt: skip

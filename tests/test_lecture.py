@@ -1,12 +1,14 @@
 """The lecture's knobs: the activation, plain (shortcut-free) ResNets, AlexNet as published in
 2012, training without augmentation; what changes and what stays torchvision's."""
 
+import json
 import logging
 
 import pytest
 import torch
 import torchvision.models as tvm
-from helpers import TINY_SAMPLE
+from helpers import CONF, TINY_SAMPLE, compose_train, tiny_overrides
+from omegaconf import OmegaConf
 from torch import nn
 
 from cnnzoo.data import SampleDataModule
@@ -14,6 +16,7 @@ from cnnzoo.data.images import load_image
 from cnnzoo.errors import ConfigError
 from cnnzoo.models import create_model
 from cnnzoo.module import split_outputs
+from cnnzoo.tasks.train import train
 
 FAMILIES = ["alexnet", "vgg11_bn", "googlenet", "inception_v3", "resnet18", "resnet50",
             "densenet121", "alexnet2012"]  # fmt: skip
@@ -132,3 +135,39 @@ def test_training_without_augmentation_takes_the_same_crop_every_epoch(cache_dir
     augmented.setup("fit")
     drawn = [augmented.datasets["train"][(0, seed)][0] for seed in range(4)]
     assert not all(torch.equal(drawn[0], crop) for crop in drawn)  # (the default recipe draws)
+
+
+LECTURE = sorted(p.stem for p in (CONF / "experiment" / "lecture").glob("*.yaml"))
+
+
+def test_the_lecture_experiments_are_the_issue_s_six():
+    assert LECTURE == ["activation", "augmentation", "batchnorm", "dropout", "optimizer",
+                       "residual"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LECTURE)
+def test_each_lecture_experiment_runs_one_tiny_job_of_its_sweep(name, cache_dir, tmp_path):
+    """The sweep's grid (hydra.sweeper.params) composes with every value; one tiny job, with the
+    last value of each parameter (tanh/sigmoid, no dropout, no augmentation, plain ResNet-34,
+    VGG with BatchNorm, momentum), trains and records its training error by epoch."""
+    params = OmegaConf.load(CONF / "experiment" / "lecture" / f"{name}.yaml").hydra.sweeper.params
+    assert params, name
+    tiny = [o for o in tiny_overrides(cache_dir, tmp_path) if not o.startswith("model.")]
+    for key, values in params.items():
+        for value in str(values).split(","):
+            compose_train([f"experiment=lecture/{name}", *tiny, f"{key}={value}"])
+    last = [f"{key}={str(values).split(',')[-1]}" for key, values in params.items()]
+    short = ["logger=none", "trainer.max_epochs=2", "trainer.limit_val_batches=2"]
+    cfg = compose_train([f"experiment=lecture/{name}", *tiny, *last, *short], out=tmp_path)
+    for override in last:
+        key, value = override.split("=")
+        chosen = cfg.model.name if key == "model" else OmegaConf.select(cfg, key)
+        if key == "optim":
+            chosen = {"sgd": 0.0, "sgd_l2": 0.0, "sgd_momentum": 0.9}[value]
+            value = cfg.optim.momentum
+        assert str(chosen).lower() == str(value).lower(), (key, chosen, value)
+    train(cfg)
+    history = json.loads((tmp_path / "results.json").read_text())["val_history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert all(0 <= h["train/err_top1"] <= 1 for h in history)

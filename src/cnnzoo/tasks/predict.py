@@ -12,7 +12,7 @@ from torch import Tensor
 
 from cnnzoo.data.images import BadImageError, load_image
 from cnnzoo.data.options import DEFAULT_DECODER
-from cnnzoo.errors import ConfigError, is_whole
+from cnnzoo.errors import ConfigError, UserError, is_whole
 from cnnzoo.module import ClassificationModule, view_probabilities
 from cnnzoo.summary import plain_console
 from cnnzoo.tasks.restore import class_names, device, image_datamodule, load_module, run_config
@@ -65,7 +65,8 @@ def readable_images(files: list[Path], decoder: str) -> Iterator[tuple[Path, Any
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k class names with probabilities for each image; files that are not images are
-    reported on stderr and skipped."""
+    reported on stderr and skipped. Where an image's class is known (``label=``, or its
+    folder), where the true class ranks and the top-1/top-5 error, per image and in total."""
     check_predict_options(cfg.predict)
     cfg = run_config(cfg)
     files = image_files(cfg.images)
@@ -75,29 +76,91 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     names = class_names(datamodule, trained)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
+    known = KnownClasses(names, _class_ids(datamodule), cfg.get("label"))
     console = plain_console()
     predictions = []
     for file, image in readable_images(files, cfg.data.get("decoder", DEFAULT_DECODER)):
         views = transform(image)
         probs = predict_probabilities(module, views[None].to(device()))[0]
-        top = probs.topk(k)
-        predictions.append(
-            {
-                "image": str(file),
-                "top": [
-                    {"class": int(i), "name": names[i], "probability": round(float(p), 4)}
-                    for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-                ],
-            }
-        )
+        order = probs.argsort(descending=True, stable=True)  # (ties: the lower class first)
+        prediction: dict[str, Any] = {
+            "image": str(file),
+            "top": [
+                {"class": int(i), "name": names[i], "probability": round(float(probs[i]), 4)}
+                for i in order[:k].tolist()
+            ],
+        }
+        if (truth := known.of(file)) is not None:
+            prediction["true"] = ranked(order, probs, truth, names)
+        predictions.append(prediction)
         if cfg.predict.format == "text":
-            shown = " | ".join(
-                f"{t['name']} {t['probability']:.2f}" for t in predictions[-1]["top"]
-            )
+            shown = " | ".join(f"{t['name']} {t['probability']:.2f}" for t in prediction["top"])
             console.print(f"{file}: {shown}", highlight=False)
+            if "true" in prediction:
+                console.print(f"    {_verdict(prediction['true'])}", highlight=False)
     if cfg.predict.format == "json":
         print(json.dumps(predictions, indent=2))
+    elif totals := top_k_totals(predictions):
+        console.print(totals, highlight=False)
     return predictions
+
+
+class KnownClasses:
+    """The class an image is known to be: ``label=`` (a class name, folder name or index) for
+    every image given, else the name of the folder it is in when that is a class's folder name
+    (``val/n01440764/x.JPEG``) or name (``photos/bees/x.jpg``)."""
+
+    def __init__(self, names: list[str], ids: list[str] | None, label: Any = None) -> None:
+        self.by_name = {**{n: i for i, n in enumerate(names)},
+                        **{c: i for i, c in enumerate(ids or [])}}  # fmt: skip
+        self.label = None if label is None else self._given(str(label), len(names))
+
+    def _given(self, label: str, count: int) -> int:
+        if label in self.by_name:
+            return self.by_name[label]
+        if label.isdigit() and int(label) < count:
+            return int(label)
+        examples = ", ".join(list(self.by_name)[:5])
+        raise ConfigError(
+            f"label={label}: not a class of this run; give a class name or folder name (e.g. "
+            f"{examples}) or an index below {count}."
+        )
+
+    def of(self, file: Path) -> int | None:
+        return self.label if self.label is not None else self.by_name.get(file.parent.name)
+
+
+def ranked(order: Tensor, probs: Tensor, truth: int, names: list[str]) -> dict[str, Any]:
+    """Where the true class sits in the ranking ``order`` of ``probs`` (1: the top class)."""
+    rank = int((order == truth).nonzero()[0, 0]) + 1
+    return {"class": truth, "name": names[truth], "rank": rank,
+            "probability": round(float(probs[truth]), 4),
+            "top1_error": rank > 1, "top5_error": rank > 5}  # fmt: skip
+
+
+def _verdict(true: dict[str, Any]) -> str:
+    errors = ", ".join(f"top-{k} {'error' if true[f'top{k}_error'] else 'correct'}" for k in (1, 5))
+    return f"true label: {true['name']}, rank {true['rank']} ({true['probability']:.2f}): {errors}"
+
+
+def top_k_totals(predictions: list[dict[str, Any]]) -> str | None:
+    """The top-1 and top-5 error over the images whose class is known, as ILSVRC counts it."""
+    known = [p["true"] for p in predictions if "true" in p]
+    if not known:
+        return None
+    n = len(known)
+    top1, top5 = (sum(t[f"top{k}_error"] for t in known) for k in (1, 5))
+    return (f"{n} images of known class: top-1 error {top1}/{n} ({100 * top1 / n:.1f}%), "
+            f"top-5 error {top5}/{n} ({100 * top5 / n:.1f}%)")  # fmt: skip
+
+
+def _class_ids(datamodule) -> list[str] | None:
+    """The class folders' names, where the run's data is at hand (a run folder copied away
+    from its data has the names its checkpoint recorded, not the folders)."""
+    try:
+        return datamodule.class_ids()
+    except UserError:
+        return None
 
 
 def check_predict_options(options: DictConfig) -> None:
