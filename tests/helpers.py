@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from cnnzoo.data.pipelines import Placement
 from cnnzoo.tasks.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,24 @@ def tiny_datamodule(root, **kwargs):
     return ImageFolderDataModule(root, **(options | {"eval_resize": 36} | kwargs))
 
 
+def place(
+    datamodule,
+    world_size: int = 1,
+    rank: int = 0,
+    epoch: int = 0,
+    accumulate: int = 1,
+    device: str = "cpu",
+    devices: int = 1,
+    training: bool = False,
+) -> Placement:
+    """Load for this placement instead of an attached trainer's (rank, world, device, ...);
+    ``device`` may be one this machine does not have (a CUDA run's decisions, on the CPU)."""
+    datamodule.placement_override = Placement(
+        rank, world_size, torch.device(device), devices, accumulate, epoch, training
+    )
+    return datamodule.placement_override
+
+
 def fake_trainer(
     world_size: int = 1,
     rank: int = 0,
@@ -46,8 +65,7 @@ def fake_trainer(
     device: str = "cpu",
     devices: int = 1,
 ) -> SimpleNamespace:
-    """What a DataModule asks of its trainer, without one; ``device`` may be one this machine
-    does not have (a CUDA trainer's decisions are checked on the CPU)."""
+    """What a callback asks of its trainer, without one."""
     return SimpleNamespace(
         world_size=world_size,
         global_rank=rank,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_SAMPLE, compose_train, fake_trainer, run_train, tiny_overrides
+from helpers import TINY_SAMPLE, compose_train, place, run_train, tiny_overrides
 from omegaconf import OmegaConf
 
 from cnnzoo.data import SampleDataModule
@@ -22,7 +22,7 @@ def sample(cache_dir, **kwargs) -> SampleDataModule:
     root = kwargs.pop("root", str(next(cache_dir.glob("sample_*"))))
     dm = SampleDataModule(root, **(options | kwargs))
     dm.setup("fit")
-    dm.trainer = fake_trainer()
+    place(dm)
     return dm
 
 
@@ -91,7 +91,7 @@ def test_ranks_score_every_val_image_once(cache_dir, world_size):
     whole = sample(cache_dir, loader="dali", batch_size=6 * world_size)
     seen = []
     for rank in range(world_size):
-        whole.trainer = fake_trainer(world_size=world_size, rank=rank)
+        place(whole, world_size=world_size, rank=rank)
         loader = whole.val_dataloader()
         batches = list(loader)
         assert len(batches) == len(loader)
@@ -216,10 +216,10 @@ def test_lighting_runs_on_the_device_batch_in_training_only(cache_dir):
     dm = sample(cache_dir, loader="dali", lighting=0.1)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8  # lighting needs [0, 1] floats: done after the transfer
-    dm.trainer.training = True
+    place(dm, training=True)
     torch.manual_seed(0)
     lit, _ = dm.on_after_batch_transfer((images, labels), 0)
-    dm.trainer.training = False
+    place(dm, training=False)
     plain, _ = dm.on_after_batch_transfer((images, labels), 0)
     shift = (lit - plain).mean(dim=(2, 3))  # one colour shift per image, constant over pixels
     assert shift.abs().max() > 1e-3

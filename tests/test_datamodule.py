@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fake_trainer, tiny_datamodule
+from helpers import place, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.options import DataOptions, LoadingOptions, RecipeOptions, TreeOptions
@@ -93,11 +93,11 @@ def test_eval_resize_below_crop_is_a_config_error():
 def test_global_batch_is_split_over_the_world(cache_dir):
     dm = module(str(next(cache_dir.glob("sample_*"))), batch_size=12)
     dm.setup()
-    dm.trainer = fake_trainer(world_size=3)
+    place(dm, world_size=3)
     assert dm.train_dataloader().batch_size == 4
-    dm.trainer = fake_trainer(world_size=3, accumulate=2)
+    place(dm, world_size=3, accumulate=2)
     assert dm.train_dataloader().batch_size == 2  # 3 processes x 2 passes x 2 = 12 per step
-    dm.trainer = fake_trainer(world_size=5)
+    place(dm, world_size=5)
     with pytest.raises(ConfigError, match="batch_size=12 is the global batch .* world size 5"):
         dm.train_dataloader()
 
@@ -112,14 +112,14 @@ def test_device_defaults_follow_the_trainer_attached_later(cache_dir):
 
     dm = module(str(next(cache_dir.glob("sample_*"))), num_workers="auto")
     dm.setup("fit")  # no trainer yet
-    dm.trainer = fake_trainer(device="cuda", devices=2)
+    place(dm, device="cuda", devices=2)
     loader = dm.train_dataloader()
     assert loader.num_workers == auto_workers(len(os.sched_getaffinity(0)), 2)
     dm.loading = dataclasses.replace(dm.loading, num_workers=0)  # (the batch, in this process)
     images, _ = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8
     assert next(iter(dm.val_dataloader()))[0].dtype == torch.uint8
-    dm.trainer = fake_trainer(device="cpu")
+    place(dm, device="cpu")
     assert next(iter(dm.train_dataloader()))[0].dtype == torch.float32
 
 

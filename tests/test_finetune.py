@@ -196,11 +196,11 @@ def test_fewer_photos_than_one_batch_is_refused(photos, weights, tmp_path, capsy
 
 @pytest.mark.parametrize(("batch", "fits"), [(16, True), (32, False)])
 def test_one_batch_per_rank_is_the_least(photos, batch, fits):
-    from helpers import fake_trainer, tiny_datamodule
+    from helpers import place, tiny_datamodule
 
     dm = tiny_datamodule(photos, num_classes=2, batch_size=batch, wnids=None)
     dm.setup("fit")
-    dm.trainer = fake_trainer(world_size=2, rank=1)  # 8 photos each; 16 or 8 per device
+    place(dm, world_size=2, rank=1)  # 8 photos each; 16 or 8 per device
     if fits:
         assert len(dm.train_dataloader()) == 1
     else:

@@ -155,7 +155,7 @@ def test_dali_decodes_on_the_gpu_as_the_workers_do(cache_dir):
     """data.loader=dali on a CUDA trainer: nvJPEG ("mixed") decoding, batches on the GPU,
     normalised; the same labels as the workers, centre crops within DALI's resize filter."""
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
-    from helpers import fake_trainer
+    from helpers import place
 
     from cnnzoo.data import SampleDataModule
 
@@ -164,7 +164,7 @@ def test_dali_decodes_on_the_gpu_as_the_workers_do(cache_dir):
                    "eval_resize": 36, **kwargs}  # fmt: skip
         dm = SampleDataModule(str(next(cache_dir.glob("sample_*"))), **options)
         dm.setup("fit")
-        dm.trainer = fake_trainer(device="cuda:0")
+        place(dm, device="cuda:0")
         return dm.train_dataloader(), dm.val_dataloader()
 
     workers, dali = loaders(normalize_on_device=False), loaders(loader="dali")

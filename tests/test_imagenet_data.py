@@ -534,7 +534,9 @@ def test_mixup_gives_soft_targets_the_module_trains_on(tmp_path):
     dm = datamodule(root, mixup_alpha=0.2, cutmix_alpha=1.0)
     dm.setup()
     batch, val_batch = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
-    dm.trainer = type("T", (), {"training": True})()  # what the hook asks of the trainer
+    from helpers import place
+
+    place(dm, training=True)
     images, labels = dm.on_after_batch_transfer(batch, 0)
     assert labels.shape == (4, 3) and torch.allclose(labels.sum(1), torch.ones(4))
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
@@ -543,7 +545,7 @@ def test_mixup_gives_soft_targets_the_module_trains_on(tmp_path):
     loss = module.training_step((images, labels), 0)
     expected = -(labels * net(images).log_softmax(1)).sum(1).mean()
     assert torch.allclose(loss, expected)
-    dm.trainer.training = False  # never on val/test batches
+    place(dm, training=False)  # never on val/test batches
     assert torch.equal(dm.on_after_batch_transfer(val_batch, 0)[1], val_batch[1])
 
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
-from helpers import fake_trainer, tiny_datamodule
+from helpers import place, tiny_datamodule
 
 from cnnzoo.data import ImageFolderDataModule
 from cnnzoo.data.loading import SeededSampler
@@ -62,9 +62,9 @@ def assert_same(a, b) -> None:
 
 def test_augmented_batches_do_not_depend_on_workers(cache_dir):
     single = datamodule(cache_dir, num_workers=0)
-    single.trainer = fake_trainer()
+    place(single)
     workers = datamodule(cache_dir, num_workers=2)
-    workers.trainer = fake_trainer()
+    place(workers)
     assert_same(batches(single.train_dataloader()), batches(workers.train_dataloader()))
     # a second epoch with persistent workers: new order and augmentation, still identical
     loaders = [single.train_dataloader(), workers.train_dataloader()]
@@ -72,14 +72,14 @@ def test_augmented_batches_do_not_depend_on_workers(cache_dir):
         loader.sampler.set_epoch(1)
     epoch1 = [batches(loader) for loader in loaders]
     assert_same(*epoch1)
-    single.trainer = fake_trainer()
+    place(single)
     epoch0 = batches(single.train_dataloader())
     assert not torch.equal(epoch0[0][0], epoch1[0][0][0])
 
 
 def test_mid_epoch_resume_continues_with_the_next_unseen_batch(cache_dir):
     dm = datamodule(cache_dir, num_workers=2)
-    dm.trainer = fake_trainer(epoch=2)
+    place(dm, epoch=2)
     loader = dm.train_dataloader()
     full = batches(loader)
     iterator = iter(loader)
@@ -89,7 +89,7 @@ def test_mid_epoch_resume_continues_with_the_next_unseen_batch(cache_dir):
     assert state == {"epoch": 2, "batches": 3}
 
     fresh = datamodule(cache_dir, num_workers=2)
-    fresh.trainer = fake_trainer(epoch=0)  # a new process, before Lightning restores the loop
+    place(fresh, epoch=0)  # a new process, before Lightning restores the loop
     resumed = fresh.train_dataloader()
     resumed.load_state_dict(state)
     assert_same(batches(resumed), full[3:])
@@ -99,7 +99,7 @@ def test_mid_epoch_resume_continues_with_the_next_unseen_batch(cache_dir):
 
 def test_eval_batches_are_unshuffled_and_deterministic(cache_dir):
     dm = datamodule(cache_dir)
-    dm.trainer = fake_trainer()
+    place(dm)
     a, b = batches(dm.val_dataloader()), batches(dm.val_dataloader())
     assert_same(a, b)
     labels = torch.cat([y for _, y in a])
@@ -112,7 +112,7 @@ def test_eval_loaders_of_all_ranks_hold_every_image_once(cache_dir, world_size):
     counts = Counter()
     for rank in range(world_size):
         dm = datamodule(cache_dir, batch_size=world_size * 2)
-        dm.trainer = fake_trainer(world_size=world_size, rank=rank)
+        place(dm, world_size=world_size, rank=rank)
         for index, _ in dm.val_dataloader().sampler:
             counts[index] += 1
     assert sorted(counts) == list(range(40)) and set(counts.values()) == {1}

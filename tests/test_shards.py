@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import TINY_SAMPLE, compose_train, fake_trainer, tiny_overrides
+from helpers import TINY_SAMPLE, compose_train, place, tiny_overrides
 from omegaconf import DictConfig, OmegaConf
 
 from cnnzoo.data import ImageFolderDataModule
@@ -47,7 +47,7 @@ def loader(root, split: str, rank=0, world_size=1, workers=0, epoch=0, transform
            **kwargs) -> ShardLoader:  # fmt: skip
     """This rank's loader of ``split``; with ``transform``, that instead of the recipe's."""
     dm = datamodule(root, num_workers=workers, **kwargs)
-    dm.trainer = fake_trainer(world_size, rank, epoch, devices=world_size)
+    place(dm, world_size, rank, epoch, devices=world_size)
     if transform is None:
         return dm.train_dataloader() if split == "train" else dm._loader(split, shuffle=False)
     stream = dm.stream(split, transform=transform)
@@ -236,11 +236,11 @@ def test_persistent_workers_learn_each_new_epoch(shards):
     """Lightning keeps one loader (and its worker processes) for the whole run: the epoch the
     trainer is in reaches the workers, so epoch 1 is epoch 1's order, not epoch 0's again."""
     dm = datamodule(shards, num_workers=2)
-    dm.trainer = fake_trainer(epoch=0)
+    place(dm, epoch=0)
     train = dm.train_dataloader()
     assert train.persistent_workers
     first = [labels.tolist() for _, labels in train]
-    dm.trainer.current_epoch = 1
+    place(dm, epoch=1)
     second = [labels.tolist() for _, labels in train]
     fresh = [labels.tolist() for _, labels in loader(shards, "train", workers=2, epoch=1)]
     assert first != second == fresh
@@ -287,7 +287,7 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path, reader):
     with pytest.raises(DataError, match=rf"val-000001.tar: 00000005 \({relpath}\).*on_bad_file"):
         list(loader(tmp_path / "shards", "val", loader=reader))
     dm = datamodule(tmp_path / "shards", on_bad_file="skip", batch_size=20, loader=reader)
-    dm.trainer = fake_trainer()
+    place(dm)
     (images, _), = list(dm._loader("val", shuffle=False))  # fmt: skip
     assert len(images) == 19
     report = BadFileReport()

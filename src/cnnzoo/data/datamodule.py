@@ -194,7 +194,7 @@ class ImageDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """On the device: uint8 images to normalised floats; mixup/cutmix of training batches."""
         images, labels = batch
-        training = self.trainer is not None and self.trainer.training
+        training = self.placement.training
         if images.dtype == torch.uint8:
             lighting = self.recipe.lighting
             if self.loading.loader == "dali" and lighting and training:  # on [0, 1], normalised

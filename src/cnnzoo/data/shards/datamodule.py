@@ -152,7 +152,7 @@ class ShardDataModule(ImageDataModule):
         )
 
     def _epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+        return self.placement.epoch
 
     def eval_loader(self, split: str, crop: str = "center") -> DataLoader:
         if split not in ("val", "test"):
