@@ -143,6 +143,11 @@ def test_the_command_writes_in_parallel_and_prints_how_to_train(cache_dir, tmp_p
     assert f"data=imagenet_shards data.root={tmp_path / 's'} data.num_classes=10\n" in out
     assert main(args) == 1  # a finished set is not written over
     assert "already holds shards" in capsys.readouterr().err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert main(["--src", str(cache_dir / SAMPLE), "--dst", str(a_file)]) == 1
+    assert f"--dst {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"
 
 
 def test_problems_are_named(shards, tmp_path):

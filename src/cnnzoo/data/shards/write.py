@@ -37,6 +37,8 @@ def write_shards(
         raise ConfigError(f"--shard-size {shard_size}: give the images per shard (1000 is usual).")
     if dst == src or src in dst.parents:
         raise DataError(f"--dst {dst}: choose a folder outside the source tree {src}.")
+    if dst.exists() and not dst.is_dir():  # (os.mkdir's FileExistsError traceback)
+        raise DataError(f"--dst {dst} is a file, not a folder. Give an empty or new folder.")
     if (dst / META).exists():
         raise DataError(
             f"{dst} already holds shards ({META}). Choose another --dst, or delete that folder "
@@ -104,8 +106,13 @@ def _start_or_resume(dst: Path, plan: dict) -> None:
                 "Run it again with those settings to finish it, or give an empty or new folder."
             )
         log.info("finishing the unfinished write in %s", dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    _write_json(dst / PLAN, plan)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        _write_json(dst / PLAN, plan)
+    except OSError as e:  # (a read-only or missing parent: one line, not a traceback)
+        raise DataError(
+            f"--dst {dst} cannot be written ({e.strerror}). Give a folder you can write to."
+        ) from None
 
 
 def _write_shard(folder: str, members: list[tuple[int, str, int]], path: str) -> int:
