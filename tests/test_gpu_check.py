@@ -185,10 +185,11 @@ def test_a_test_skipped_on_the_gpu_fails_the_tests_stage(gpu_check, monkeypatch)
         stdout = "\n".join([*lines, "7 passed, 1 skipped in 9.00s"])
         proc = SimpleNamespace(stdout=stdout, stderr="", returncode=0)
         monkeypatch.setattr(gpu_check.subprocess, "run", lambda *a, **k: proc)
-        return gpu_check.gpu_tests("")
+        return gpu_check.gpu_tests("", on_gpu=True)
 
     dali = "SKIPPED [1] tests/test_dali.py:16: NVIDIA DALI is not installed"
     row = pytest_says(dali)
     assert row["failed"] and "skipped on a GPU: " + dali in row["tests"]
     row = pytest_says("SKIPPED [1] tests/test_gpu.py:130: needs two GPUs")
     assert not row["failed"] and row["tests"] == "7 passed, 1 skipped in 9.00s"
+    assert not gpu_check.gpu_tests("", on_gpu=False)["failed"]  # (the CPU: skips expected)

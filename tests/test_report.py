@@ -84,9 +84,11 @@ def test_the_findings_state_what_the_curves_show_in_numbers(tmp_path):
     train = {
         "relu": [0.6, 0.4, 0.25, 0.2] + [0.15] * 8,
         "tanh": [0.7 - 0.04 * e for e in range(12)],
+        "sigmoid": [0.9, 0.91, 0.895] * 4,  # (never learns: left out of the race, named)
     }
-    for i, activation in enumerate(("relu", "tanh")):
-        history = [{"epoch": e, "val/acc_top1": 0.6 - t, "train/err_top1": t}
+    for i, activation in enumerate(("relu", "tanh", "sigmoid")):
+        history = [{"epoch": e, "val/acc_top1": 0.1 if activation == "sigmoid" else 0.6 - t,
+                    "train/err_top1": t}
                    for e, t in enumerate(train[activation])]  # fmt: skip
         folder = run_folder(sweep, f"{i}_resnet18", json.dumps({"status": "finished",
                             "val_history": history}))  # fmt: skip
@@ -96,6 +98,9 @@ def test_the_findings_state_what_the_curves_show_in_numbers(tmp_path):
     # tanh's best training error is 26% (epoch 12): the level every run reached
     assert ("Training error 26%: reached at epoch 3 by model.activation=relu, at epoch 12 by "
             "model.activation=tanh (4.0x the epochs).") in report  # fmt: skip
-    assert ("Final validation error: model.activation=relu 55.0%, model.activation=tanh "
-            "66.0% (11.0 points apart)") in report  # fmt: skip
+    assert ("model.activation=sigmoid did not learn: its training error stayed within 2 points "
+            "of its first epoch's (89.5-91.0%)") in report  # fmt: skip
+    assert ("Final validation error: model.activation=relu 55.0%, model.activation=sigmoid "
+            "90.0% (35.0 points apart); model.activation=relu: 55.0%, model.activation=tanh: "
+            "66.0%, model.activation=sigmoid: 90.0%.") in report  # fmt: skip
     assert "model.activation=relu: +40.0, model.activation=tanh: +40.0" in report

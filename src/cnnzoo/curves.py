@@ -18,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+STUCK_POINTS = 2  # a run whose training error never fell this far below its first epoch's
+
 
 @dataclass
 class Curve:
@@ -72,7 +74,8 @@ def write_curves(curves: list[Curve], path: Path) -> int:
     ax = figure.add_subplot()
     for i, curve in enumerate(curves):
         colour = f"C{i % 10}"
-        ax.plot(curve.epochs, curve.val_err, color=colour, lw=2, marker="o", ms=3,
+        epochs = [e + 1 for e in curve.epochs]  # (1: the first epoch, as the findings count)
+        ax.plot(epochs, curve.val_err, color=colour, lw=2, marker="o", ms=3,
                 label=f"{curve.label} (val)")  # fmt: skip
         trained = [
             (e, t) for e, t in zip(curve.epochs, curve.train_err, strict=True) if t is not None
@@ -96,16 +99,23 @@ def findings(curves: list[Curve]) -> list[str]:
         return []
     lines = []
     trained = [c for c in curves if all(t is not None for t in c.train_err)]
-    if len(trained) == len(curves):
-        # a training error every run reached: the worst run's best, rounded up
-        level = math.ceil(max(min(c.train_err) for c in curves))
-        reached = sorted(((_first_epoch(c, level), c.label) for c in curves), key=lambda r: r[0])
+    stuck = [c for c in trained if min(c.train_err) > c.train_err[0] - STUCK_POINTS]
+    for c in stuck:
+        lines.append(
+            f"{c.label} did not learn: its training error stayed within {STUCK_POINTS} points "
+            f"of its first epoch's ({min(c.train_err):.1f}-{max(c.train_err):.1f}%)."
+        )
+    learning = [c for c in trained if c not in stuck]
+    if len(trained) == len(curves) and len(learning) >= 2:
+        # a training error every learning run reached: the worst one's best, rounded up
+        level = math.ceil(max(min(c.train_err) for c in learning))
+        reached = sorted(((_first_epoch(c, level), c.label) for c in learning), key=lambda r: r[0])
         (first, fast), (last, slow) = reached[0], reached[-1]
         speed = f" ({(last + 1) / (first + 1):.1f}x the epochs)" if last > first else ""
         every = ", ".join(f"{label}: epoch {epoch + 1}" for epoch, label in reached)
         lines.append(
             f"Training error {level}%: reached at epoch {first + 1} by {fast}, at epoch "
-            f"{last + 1} by {slow}{speed}" + (f"; {every}." if len(curves) > 2 else ".")
+            f"{last + 1} by {slow}{speed}" + (f"; {every}." if len(learning) > 2 else ".")
         )
     ended = sorted(curves, key=lambda c: c.val_err[-1])
     best, worst = ended[0], ended[-1]
