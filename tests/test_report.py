@@ -104,3 +104,10 @@ def test_the_findings_state_what_the_curves_show_in_numbers(tmp_path):
             "90.0% (35.0 points apart); model.activation=relu: 55.0%, model.activation=tanh: "
             "66.0%, model.activation=sigmoid: 90.0%.") in report  # fmt: skip
     assert "model.activation=relu: +40.0, model.activation=tanh: +40.0" in report
+    from cnnzoo.curves import learning_curves, lines_of
+
+    (val_epochs, val), (train_epochs, trained) = lines_of(
+        learning_curves([sweep / "0_resnet18"])[0]
+    )
+    assert val_epochs == train_epochs == list(range(1, 13))  # drawn at the same epochs
+    assert trained[2] == pytest.approx(25.0) and val[2] == pytest.approx(65.0)

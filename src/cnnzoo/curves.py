@@ -74,15 +74,10 @@ def write_curves(curves: list[Curve], path: Path) -> int:
     ax = figure.add_subplot()
     for i, curve in enumerate(curves):
         colour = f"C{i % 10}"
-        epochs = [e + 1 for e in curve.epochs]  # (1: the first epoch, as the findings count)
-        ax.plot(epochs, curve.val_err, color=colour, lw=2, marker="o", ms=3,
-                label=f"{curve.label} (val)")  # fmt: skip
-        trained = [
-            (e, t) for e, t in zip(curve.epochs, curve.train_err, strict=True) if t is not None
-        ]
-        if trained:
-            ax.plot(*zip(*trained, strict=True), color=colour, lw=1, ls="--",
-                    label=f"{curve.label} (train)")  # fmt: skip
+        val, train = lines_of(curve)
+        ax.plot(*val, color=colour, lw=2, marker="o", ms=3, label=f"{curve.label} (val)")
+        if train[0]:
+            ax.plot(*train, color=colour, lw=1, ls="--", label=f"{curve.label} (train)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 error (%)")
     ax.set_title("learning curves: training (dashed) and validation (bold) error")
@@ -91,6 +86,17 @@ def write_curves(curves: list[Curve], path: Path) -> int:
     ax.grid(alpha=0.3)
     figure.savefig(path, dpi=110)
     return len(curves)
+
+
+def lines_of(curve: Curve) -> tuple[tuple[list, list], tuple[list, list]]:
+    """(epochs, val error) and (epochs, train error) as drawn: epochs counted from 1, as the
+    findings count them; epochs without a training error left out of that line."""
+    epochs = [e + 1 for e in curve.epochs]
+    trained = [(e, t) for e, t in zip(epochs, curve.train_err, strict=True) if t is not None]
+    return (epochs, curve.val_err), (
+        [e for e, _ in trained],
+        [t for _, t in trained],
+    )
 
 
 def findings(curves: list[Curve]) -> list[str]:
