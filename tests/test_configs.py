@@ -252,3 +252,22 @@ def test_the_build_door_draws_the_initial_weights_a_plain_builder_does(tmp_path)
     reference = create_model("resnet18", num_classes=10)
     ours = module.net.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in reference.state_dict().items())
+
+
+def test_data_configs_set_no_model_keys_and_the_model_follows_the_images(tmp_path):
+    """A data config says what the images are (``input``: CIFAR's 32 px, small-input stem);
+    the model's sizes and stem follow by interpolation, whatever the model (inception_v3's
+    own 299 too); a command line still overrides them."""
+    for path in sorted((CONF / "data").glob("*.yaml")):
+        assert "model" not in OmegaConf.load(path), path.name
+    for model in ("resnet18", "inception_v3"):
+        cfg = compose_train([f"model={model}", "data=cifar10"], out=tmp_path)
+        assert (cfg.model.input_size, cfg.model.eval_resize, cfg.model.small_input) == (
+            32,
+            32,
+            True,
+        )
+        assert cfg.model.net.small_input is True and cfg.data.image_size == 32
+    cfg = compose_train(["data=cifar10", "model.small_input=false"], out=tmp_path)
+    assert cfg.model.small_input is False
+    assert compose_train(["model=inception_v3"], out=tmp_path).model.input_size == 299

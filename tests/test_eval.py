@@ -307,6 +307,9 @@ def test_any_runs_config_resolves_in_eval_predict_and_export(tmp_path, groups):
         build_module(cfg)
     datamodule = instantiate(run_config(as_eval).data)
     assert getattr(datamodule, "loader", "workers") == "workers"  # eval reads with workers
+    if "data=cifar10" in groups:  # (the model's sizes and stem follow the data's `input`)
+        model = run_config(as_eval).model
+        assert (model.input_size, model.eval_resize, model.small_input) == (32, 32, True)
 
 
 def test_a_runs_relative_data_root_is_found_from_any_folder(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 Downloaded into ``root`` when online; offline, the archive (or its extracted folder) has to be
 put there by hand, and the error says which file and where. The test stage scores CIFAR's test
 set; val is the test set too unless ``val_from_train`` holds out training images per class.
-Pair with ``model.small_input=true`` (``data=cifar10`` sets it, with the 32 px sizes).
+Pair with ``model.small_input=true`` (with ``data=cifar10`` the model takes it and the 32 px
+sizes from the config's ``input`` node).
 """
 
 import numpy as np

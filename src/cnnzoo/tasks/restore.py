@@ -28,7 +28,7 @@ from cnnzoo.tasks.folders import refuse_a_checkpoint_as_run, run_checkpoint, whe
 from cnnzoo.tasks.launch import job_overrides, parsed_override
 
 CKPTS = ("best", "last")  # ckpt=best|last: the run's checkpoints by name
-RUN_SECTIONS = ("model", "data", "optim", "scheduler", "module", "trainer")  # what a run decided
+RUN_SECTIONS = ("model", "data", "input", "optim", "scheduler", "module", "trainer")  # a run's
 
 
 def run_config(cfg: DictConfig) -> DictConfig:
