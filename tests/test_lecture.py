@@ -38,7 +38,7 @@ def test_another_activation_leaves_no_relu_and_changes_the_output(name):
     assert any(isinstance(m, nn.Tanh) for m in tanh.modules())
     assert relu.state_dict().keys() == tanh.state_dict().keys()  # the same parameters
     tanh.load_state_dict(relu.state_dict())
-    x = torch.randn(4, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert not torch.allclose(logits(relu, x), logits(tanh, x), rtol=1e-3, atol=1e-5)
         # and the functional ReLUs torchvision's blocks call (GoogLeNet, Inception v3 and
@@ -158,7 +158,8 @@ def test_each_lecture_experiment_runs_one_tiny_job_of_its_sweep(name, cache_dir,
         for value in str(values).split(","):
             compose_train([f"experiment=lecture/{name}", *tiny, f"{key}={value}"])
     last = [f"{key}={str(values).split(',')[-1]}" for key, values in params.items()]
-    short = ["logger=none", "trainer.max_epochs=2", "trainer.limit_val_batches=2"]
+    short = ["logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+             "trainer.limit_val_batches=1"]  # fmt: skip
     cfg = compose_train([f"experiment=lecture/{name}", *tiny, *last, *short], out=tmp_path)
     for override in last:
         key, value = override.split("=")
@@ -169,5 +170,5 @@ def test_each_lecture_experiment_runs_one_tiny_job_of_its_sweep(name, cache_dir,
         assert str(chosen).lower() == str(value).lower(), (key, chosen, value)
     train(cfg)
     history = json.loads((tmp_path / "results.json").read_text())["val_history"]
-    assert [h["epoch"] for h in history] == [0, 1]
-    assert all(0 <= h["train/err_top1"] <= 1 for h in history)
+    assert [h["epoch"] for h in history] == [0]
+    assert 0 <= history[0]["train/err_top1"] <= 1
