@@ -43,7 +43,7 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline; a local SLURM is star
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 test-fast: $(STAMP)  ## the in-process tests, one model per family: no subprocesses, no SLURM
-	$(BIN)/python -m pytest -m "not slow and not slurm and not zoo" $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not slurm and not zoo" $(ARGS)
 
 models: $(STAMP)  ## table of every architecture: parameters, GMACs, input size, published accuracy
 	$(BIN)/python -m cnnzoo.models
