@@ -4,7 +4,6 @@ config composed for tiny CPU runs, a subprocess run as a user types it, a fake t
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,26 +54,6 @@ def place(
         rank, world_size, torch.device(device), devices, accumulate, epoch, training
     )
     return datamodule.placement_override
-
-
-def fake_trainer(
-    world_size: int = 1,
-    rank: int = 0,
-    epoch: int = 0,
-    accumulate: int = 1,
-    device: str = "cpu",
-    devices: int = 1,
-) -> SimpleNamespace:
-    """What a callback asks of its trainer, without one."""
-    return SimpleNamespace(
-        world_size=world_size,
-        global_rank=rank,
-        accumulate_grad_batches=accumulate,
-        current_epoch=epoch,
-        num_devices=devices,
-        training=False,
-        strategy=SimpleNamespace(root_device=torch.device(device)),
-    )
 
 
 def tiny_overrides(cache_dir: Path, out: Path) -> list[str]:

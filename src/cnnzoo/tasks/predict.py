@@ -2,7 +2,7 @@
 their probabilities, for image files and folders."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     names = class_names(datamodule, trained)
     transform = datamodule.view_transform(cfg.predict.crop)
     k = min(cfg.predict.topk, len(names))
-    known = KnownClasses(names, _class_ids(datamodule), cfg.get("label"))
+    known = KnownClasses(names, lambda: _class_ids(datamodule), cfg.get("label"))
     console = plain_console()
     predictions = []
     for file, image in readable_images(files, cfg.data.get("decoder", DEFAULT_DECODER)):
@@ -110,24 +110,32 @@ class KnownClasses:
     every image given, else the name of the folder it is in when that is a class's folder name
     (``val/n01440764/x.JPEG``) or name (``photos/bees/x.jpg``)."""
 
-    def __init__(self, names: list[str], ids: list[str] | None, label: Any = None) -> None:
-        self.by_name = {**{n: i for i, n in enumerate(names)},
-                        **{c: i for i, c in enumerate(ids or [])}}  # fmt: skip
+    def __init__(self, names: list[str], ids: Callable[[], list[str] | None], label: Any = None):
+        self.by_name = {n: i for i, n in enumerate(names)}
+        self.ids = ids  # the class folders' names, read (from the data) only when a name misses
+        self.by_id: dict[str, int] | None = None
         self.label = None if label is None else self._given(str(label), len(names))
 
+    def _lookup(self, name: str) -> int | None:
+        if name in self.by_name:
+            return self.by_name[name]
+        if self.by_id is None:
+            self.by_id = {c: i for i, c in enumerate(self.ids() or [])}
+        return self.by_id.get(name)
+
     def _given(self, label: str, count: int) -> int:
-        if label in self.by_name:
-            return self.by_name[label]
+        if (found := self._lookup(label)) is not None:
+            return found
         if label.isdigit() and int(label) < count:
             return int(label)
-        examples = ", ".join(list(self.by_name)[:5])
+        examples = ", ".join([*list(self.by_id or {})[:3], *list(self.by_name)[:2]])
         raise ConfigError(
             f"label={label}: not a class of this run; give a class name or folder name (e.g. "
             f"{examples}) or an index below {count}."
         )
 
     def of(self, file: Path) -> int | None:
-        return self.label if self.label is not None else self.by_name.get(file.parent.name)
+        return self.label if self.label is not None else self._lookup(file.parent.name)
 
 
 def ranked(order: Tensor, probs: Tensor, truth: int, names: list[str]) -> dict[str, Any]:
