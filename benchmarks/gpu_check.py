@@ -11,6 +11,10 @@ Its stages (``--only``, all by default), in this order:
   input pipeline: what the GPU can do), through the real train task (Throughput callback,
   warm-up steps left out), global batch 256, 16-mixed, channels_last, each model at its
   paper's input size; ``compiled``: the first model with ``model.compile=true``.
+- ``loader``: each input pipeline alone (workers, then DALI), no training: the images/s it
+  supplies, each batch on the GPU and waited for, over the same JPEGs as the next stages. With
+  the ``dali`` stage's figure it tells a loader too slow to feed the GPU from one whose work on
+  the GPU slows the training step.
 - ``workers`` and ``dali``: ResNet-50 on generated ImageNet-sized JPEGs (500x375, about
   ImageNet's mean file size, 100 classes; no download; ``--jpegs DIR`` keeps them for the next
   call) through the worker pipeline (``num_workers=auto``) and ``data.loader=dali``. "data
@@ -48,7 +52,8 @@ from cnnzoo.tasks.resolvers import register_resolvers
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 IMAGENET_TRAIN = 1_281_167
-MODELS = ("resnet50", "resnet18", "vgg16", "densenet121", "inception_v3", "alexnet", "googlenet")
+MODELS = ("resnet50", "resnet18", "vgg16", "densenet121", "inception_v3", "alexnet", "googlenet",
+          "alexnet2012")  # fmt: skip
 RECIPES = (
     "alexnet_krizhevsky2012",
     "vgg16_simonyan2014",
@@ -91,23 +96,27 @@ def gpu_tests(selection: str, on_gpu: bool | None = None) -> dict:
     """Run the GPU and DALI tests (those ``-k selection`` picks); a row with pytest's summary.
     On a GPU (``on_gpu``: where torch sees one) a skipped test fails the stage, naming it."""
     pick = ["-k", selection] if selection else []
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", *pick,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-rfs", *pick,
          "tests/test_gpu.py", "tests/test_dali.py"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    print(proc.stdout[-6000:], proc.stderr[-3000:], sep="\n", flush=True)
+    output = []
+    for line in proc.stdout:  # as it comes: a call cut off at its time limit still shows it
+        print(line, end="", flush=True)
+        output.append(line.rstrip("\n"))
+    returncode = proc.wait()
     summary = r"\d+ (passed|failed|skipped|deselected|errors?)\b.* in [\d.]+s"
-    lines = [line for line in proc.stdout.splitlines() if re.search(summary, line)]
-    summary = lines[-1].strip("= ") if lines else f"pytest exited {proc.returncode} (no summary)"
-    skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    lines = [line for line in output if re.search(summary, line)]
+    summary = lines[-1].strip("= ") if lines else f"pytest exited {returncode} (no summary)"
+    skipped = [line for line in output if line.startswith("SKIPPED")]
     if on_gpu is None:
         on_gpu = torch.cuda.is_available()
     unexpected = [line for line in skipped if not any(r in line for r in SKIPS_ON_ONE_GPU)]
     unexpected = unexpected if on_gpu else []  # (on the CPU the GPU tests skip, as they should)
     if unexpected:  # (on a GPU with the kit, a skipped test is a check that did not happen)
         summary += "; skipped on a GPU: " + "; ".join(unexpected)
-    return {"tests": summary, "k": selection, "failed": proc.returncode != 0 or bool(unexpected)}
+    return {"tests": summary, "k": selection, "failed": returncode != 0 or bool(unexpected)}
 
 
 SKIPS_ON_ONE_GPU = ("needs two GPUs",)  # the one skip a single lent GPU may show
@@ -206,24 +215,76 @@ def jpeg_rows(loader: str, label: str):
         root, facts = jpeg_tree(args, tmp)
         runs = [
             *common,
-            "data=imagefolder",
-            f"data.root={root}",
-            f"data.num_classes={args.classes}",
-            "data.index_cache=null",
-            f"data.batch_size={args.batch_size}",
+            *jpeg_data(root, args, loader),
             "trainer.max_epochs=2",
             "trainer.limit_val_batches=1",
             f"callbacks.throughput.warmup_steps={args.warmup}",
-            f"data.loader={loader}",
         ]
         return [facts, measure(label, "resnet50", "JPEG", runs, tmp / loader)]
 
     return rows
 
 
+def supply(loader: str, root: Path, args, common: list[str]) -> dict:
+    """Images/s of one input pipeline alone: ``--loader-batches`` training batches after the
+    warm-up, each moved to the device, normalised there (what the DataModule's batch hook does
+    in training) and waited for."""
+    from cnnzoo.build import build_datamodule
+    from cnnzoo.data.pipelines import Placement
+
+    row = {"model": "-", "input": "JPEG", "variant": f"{loader} alone (no training)"}
+    if loader == "dali" and not (find_spec("nvidia") and find_spec("nvidia.dali")):
+        return {**row, "error": "not run: NVIDIA DALI is not installed"}
+    try:
+        cfg = compose_cfg([*common, *jpeg_data(root, args, loader)])
+        gpu = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
+        device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+        datamodule = build_datamodule(cfg)
+        datamodule.placement_override = Placement(device=device, training=True)
+        datamodule.setup("fit")
+        started, images, batches = time.perf_counter(), 0, 0
+        for batches, (x, y) in enumerate(datamodule.train_dataloader(), 1):
+            x = datamodule.on_after_batch_transfer((x.to(device), y.to(device)), 0)[0]
+            if gpu:
+                torch.cuda.synchronize()
+            if batches == args.warmup:
+                started, images = time.perf_counter(), 0
+            elif batches > args.warmup:
+                images += len(x)
+            if batches == args.warmup + args.loader_batches:
+                break
+        if not images:
+            raise RuntimeError(f"{batches} batches, none past the warm-up: more --train-per-class")
+        seconds = time.perf_counter() - started
+        row.update(images_per_s=images / seconds, step_ms=1000 * seconds / (batches - args.warmup),
+                   data_wait=None, wall_s=seconds)  # fmt: skip
+    except Exception as e:
+        row["error"] = repr(e)[:200]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def loader_rows(args, common: list[str], tmp: Path) -> list[dict]:
+    """Each input pipeline alone on the generated JPEGs (see ``supply``)."""
+    root, facts = jpeg_tree(args, tmp)
+    return [facts, *(supply(loader, root, args, common) for loader in ("workers", "dali"))]
+
+
+def jpeg_data(root: Path, args, loader: str) -> list[str]:
+    return [
+        "data=imagefolder",
+        f"data.root={root}",
+        f"data.num_classes={args.classes}",
+        "data.index_cache=null",
+        f"data.batch_size={args.batch_size}",
+        f"data.loader={loader}",
+    ]
+
+
 STAGES = {
     "synthetic": synthetic_rows,
     "compiled": compiled_rows,
+    "loader": loader_rows,
     "workers": jpeg_rows("workers", "workers (auto)"),
     "dali": jpeg_rows("dali", "dali"),
 }
@@ -305,7 +366,7 @@ def report(rows: list[dict], common: list[str]) -> str:
             continue
         lines.append(
             f"| {r['model']} | {r['input']} | {r['variant']} | {r['images_per_s']:,.0f} "
-            f"| {r['step_ms']:.1f} | {100 * r['data_wait']:.0f}% | {r['wall_s']:.0f} |"
+            f"| {r['step_ms']:.1f} | {wait(r['data_wait'])} | {r['wall_s']:.0f} |"
         )
     lines += [
         "",
@@ -316,6 +377,10 @@ def report(rows: list[dict], common: list[str]) -> str:
         *cost_rows(runs),
     ]
     return "\n".join(lines) + "\n"
+
+
+def wait(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"  # (-: a loader alone, no step)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -348,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50, help="synthetic steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out")
+    parser.add_argument("--loader-batches", type=int, default=50,
+                        help="the loader stage: batches timed after the warm-up")  # fmt: skip
     parser.add_argument("--jpegs", type=Path, help="where the JPEGs go (reused while complete)")
     parser.add_argument("--classes", type=int, default=100, help="JPEG classes")
     parser.add_argument("--train-per-class", type=int, default=64, help="JPEGs per class")

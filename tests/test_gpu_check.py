@@ -45,6 +45,8 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     assert gpu_check.main([*small, *jpegs, "--only", "workers"]) == 0
     written = (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns
     dali = importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali")
+    loader = [*small, *jpegs, "--only", "loader", "--loader-batches", "2"]
+    assert gpu_check.main(loader) == (0 if dali else 1)
     assert gpu_check.main([*small, *jpegs, "--only", "dali"]) == (0 if dali else 1)
     assert (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns == written  # (reused)
 
@@ -56,7 +58,15 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     assert "Each run: logger=none " in report and "trainer=cpu" in report
     rows = [json.loads(line) for line in (tmp_path / "check.jsonl").read_text().splitlines()]
     assert [row.get("variant", row.get("facts", "tests")) for row in rows] == [
-        "eager", "jpeg", "workers (auto)", "jpeg", "dali", "tests"]  # fmt: skip
+        "eager", "jpeg", "workers (auto)", "jpeg", "workers alone (no training)",
+        "dali alone (no training)", "jpeg", "dali", "tests"]  # fmt: skip
+    # a loader alone: the 2 batches of 4 after the warm-up batch, over the time they took
+    for row in rows[4 : 6 if dali else 5]:
+        assert row["images_per_s"] * row["wall_s"] == pytest.approx(8)
+        assert row["step_ms"] == pytest.approx(1000 * row["wall_s"] / 2)
+    assert table_row(report, "-", "JPEG", "workers alone (no training)")[5] == "-"
+    if not dali:
+        assert "not installed" in rows[5]["error"]
     speed = rows[0]["images_per_s"]
     eager = table_row(report, "resnet50", "synthetic", "eager")
     assert eager[3] == f"{speed:,.0f}" and float(eager[4]) == round(rows[0]["step_ms"], 1) > 0
@@ -182,9 +192,9 @@ def test_a_test_skipped_on_the_gpu_fails_the_tests_stage(gpu_check, monkeypatch)
     the two-GPU test is the one skip a single GPU may show."""
 
     def pytest_says(*lines):
-        stdout = "\n".join([*lines, "7 passed, 1 skipped in 9.00s"])
-        proc = SimpleNamespace(stdout=stdout, stderr="", returncode=0)
-        monkeypatch.setattr(gpu_check.subprocess, "run", lambda *a, **k: proc)
+        stdout = [f"{line}\n" for line in [*lines, "7 passed, 1 skipped in 9.00s"]]
+        proc = SimpleNamespace(stdout=iter(stdout), wait=lambda: 0)
+        monkeypatch.setattr(gpu_check.subprocess, "Popen", lambda *a, **k: proc)
         return gpu_check.gpu_tests("", on_gpu=True)
 
     dali = "SKIPPED [1] tests/test_dali.py:16: NVIDIA DALI is not installed"
