@@ -107,7 +107,7 @@ def files_of(run: Path) -> dict[str, bytes]:
     }
 
 
-def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
+def _run_until_step(args, env, cwd, step: int, new_session: bool = False) -> subprocess.Popen:
     env = {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT / "tests")}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
@@ -116,6 +116,7 @@ def _run_until_step(args, env, cwd, step: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=new_session,  # (its own process group, to signal as a whole)
     )
     for line in proc.stdout:
         if line.strip() == f"STEP {step}":
@@ -155,6 +156,27 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 8
     assert_identical(straight / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_is_an_interruption_too(cache_dir, tmp_path, offline_env):
+    """``kill -TERM -PGID`` (a scheduler ending a job, ``pkill -f train.py``, a closed terminal)
+    reaches the DataLoader's workers as well as the trainer: the run stopped on "DataLoader worker
+    killed by signal: Terminated", recorded as failed, with no last.ckpt to resume from."""
+    args = [*tiny_overrides(cache_dir, None), "logger=csv", "trainer.limit_train_batches=4",
+            "data.num_workers=2", "+callbacks.slow._target_=probes.SlowSteps"]  # fmt: skip
+    proc = _run_until_step(args, offline_env, tmp_path, step=2, new_session=True)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, output[-3000:]
+    run = only_run(tmp_path)
+    assert f"Resume with: python train.py resume={run}" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    record = json.loads((run / "results.json").read_text())
+    assert record["status"] == "interrupted"
+    assert record["error"] == f"Interrupted: SIGTERM at epoch 0, step {ckpt['global_step']}; " \
+        "saved last.ckpt"  # fmt: skip
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ stores it in the checkpoint's loop state); resuming mid-epoch continues with the
 batch of the same order, neither repeating nor skipping any.
 """
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -93,6 +94,15 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self._resume = None
         for index in indices:
             yield index, sample_seed(self.seed, self.epoch, index)
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGTERM is the trainer's to handle. A signal to
+    the whole process group (a scheduler ending a job, ``pkill -f train.py``) reached the
+    workers too; a worker it killed made the trainer fail ("DataLoader worker killed by signal")
+    before it could stop at a step and save ``last.ckpt``. A worker whose trainer is gone exits
+    by itself (PyTorch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ResumableDataLoader(DataLoader):

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from cnnzoo.data import dali
 from cnnzoo.data.batching import auto_workers, per_device_batch_size
 from cnnzoo.data.images import read_skipped, skip_bad_collate
-from cnnzoo.data.loading import ResumableDataLoader, SeededSampler
+from cnnzoo.data.loading import ResumableDataLoader, SeededSampler, ignore_sigterm
 from cnnzoo.data.options import LoadingOptions, RecipeOptions
 from cnnzoo.data.transforms import CROPS
 from cnnzoo.errors import DataError
@@ -116,6 +116,7 @@ def worker_loader(
         collate_fn=skip_bad_collate,
         pin_memory=loading.pin_memory and torch.cuda.is_available(),
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_sigterm,
         generator=torch.Generator().manual_seed(loading.shuffle_seed),  # global RNG untouched
     )
 
@@ -154,4 +155,5 @@ def dali_loader(
 
 def eval_loader(dataset: Dataset, batch: int, workers: int) -> DataLoader:
     """One process's loader over all of ``dataset`` in order (eval.py, visualize.py)."""
-    return DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=skip_bad_collate)
+    return DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=skip_bad_collate,
+                      worker_init_fn=ignore_sigterm)  # fmt: skip

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnzoo.data.images import BadImageError, decode_bytes, skip_bad_collate, skip_or_raise
 from cnnzoo.data.index import IMAGE_EXTENSIONS
-from cnnzoo.data.loading import sample_seed, seeded
+from cnnzoo.data.loading import ignore_sigterm, sample_seed, seeded
 from cnnzoo.data.shards.write import WRITE_COMMAND
 from cnnzoo.errors import DataError
 
@@ -269,7 +269,7 @@ class ShardLoader(DataLoader):
     does for the tree."""
 
     def __init__(self, stream: ShardStream, epoch: Callable[[], int], **kwargs) -> None:
-        super().__init__(stream, batch_size=None, **kwargs)
+        super().__init__(stream, batch_size=None, worker_init_fn=ignore_sigterm, **kwargs)
         self.position = ShardPosition(stream, epoch)
 
     def __iter__(self) -> Iterator[Any]:
