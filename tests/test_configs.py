@@ -125,6 +125,7 @@ def test_parts_build_from_the_default_config(tmp_path, offline_env):
         "Throughput",
         "ResumeState",
         "BadFileReport",
+        "WandbDashboard",
         "PredictionGrid",
         "SlurmRequeue",
     }

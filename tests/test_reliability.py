@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import ROOT, compose_train, run_train, tiny_overrides
+from wandb_records import read_run
 
 from cnnzoo.checkpointing import AtomicCheckpointIO
 from cnnzoo.errors import ConfigError, UserError
@@ -149,6 +150,10 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches_an_uninterrupted_on
     assert record["status"] == "interrupted"  # and where, not Lightning's "SystemExit: 1"
     stopped = f"epoch 0, step {ckpt['global_step']}; saved last.ckpt"
     assert record["error"] == f"Interrupted: SIGTERM at {stopped}"
+    (offline,) = (run / "wandb").glob("offline-run-*")  # W&B says so too
+    wandb = read_run(offline)
+    assert wandb.exit_code == 128 + signal.SIGTERM and wandb.summary["status"] == "interrupted"
+    assert wandb.summary["error"] == record["error"]
 
     probes = {**offline_env, "PYTHONPATH": str(ROOT / "tests")}  # the run's probe callback
     proc = run_train([f"resume={run}"], probes, cwd=split)

@@ -211,17 +211,19 @@ class ClassificationModule(pl.LightningModule):
         scores = forward(images)
         return scores, F.cross_entropy(scores, labels)
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         scores, loss = self.score(images, labels)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, prog_bar=stage == "val")
         getattr(self, f"{stage}_metrics").update(scores, labels)
+        return scores.detach()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The batch's scores (to callbacks: the W&B dashboard's confusion matrix)."""
+        return self._eval_step(batch, "test")
 
     def log_accuracy_and_error(self, metrics: MetricCollection) -> None:
         """Log each accuracy and its error (1 - accuracy), computed over every rank's images."""

@@ -1,4 +1,4 @@
-"""Compare runs from their folders alone (no network, no W&B):
+"""Compare runs from their folders alone (no network, no W&B unless ``--wandb``):
 
     python report.py outputs/train/multirun_2026-11-25_10-00-00      # a sweep
     python report.py outputs/train/*  --out reports/all              # any runs and sweeps
@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cnnzoo.curves import findings, learning_curves, write_curves
+from cnnzoo.errors import ConfigError
 
 COLUMNS = [
     ("run", "run"),
@@ -176,7 +177,7 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> int:
     return len(points)
 
 
-def report(folders: list[Path], out: Path) -> list[dict[str, Any]]:
+def report(folders: list[Path], out: Path, to_wandb: bool = False) -> list[dict[str, Any]]:
     runs = find_runs(folders)
     base = folders[0] if len(folders) == 1 and not _is_run(folders[0]) else None
     rows = sorted((read_run(run, base) for run in runs), key=sort_key)
@@ -191,6 +192,10 @@ def report(folders: list[Path], out: Path) -> list[dict[str, Any]]:
         with open(out / "report.md", "a") as f:
             f.write("\n## What the curves show (curves.png)\n\n")
             f.write("".join(f"- {line}\n" for line in found))
+    if to_wandb and rows:
+        from cnnzoo.tracking import log_report
+
+        print(f"W&B: {log_report(out, runs, found)}")
     return rows
 
 
@@ -203,13 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="where report.md/.csv/.png go (default: the one folder given, "
         "else ./report)"
     )  # fmt: skip
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the figures and the table to the "
+        "sweep's W&B group (a run of job type report; offline without credentials)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.folders if not f.is_dir()]
     if missing:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = args.out or (args.folders[0] if len(args.folders) == 1 else Path("report"))
-    rows = report(args.folders, out)
+    try:
+        rows = report(args.folders, out, args.wandb)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not rows:
         print(f"error: no runs found in {', '.join(map(str, args.folders))} (a run folder has "
               ".hydra/config.yaml or results.json)", file=sys.stderr)  # fmt: skip

@@ -1,5 +1,6 @@
 """Weights & Biases without surprises: online with credentials, offline without, never a prompt."""
 
+import csv
 import logging
 import netrc
 import os
@@ -75,11 +76,15 @@ def wandb_mode() -> str:
     return "online" if wandb_credentials_present() else "offline"
 
 
-def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> WandbLogger:
+def wandb_logger(
+    *, save_dir: str, project: str = "cnnzoo", log_model: bool = False, **init_kwargs
+) -> WandbLogger:
     """A ``WandbLogger`` writing under ``save_dir/wandb``, in the mode ``wandb_mode()`` picks.
 
     ``init_kwargs`` (entity, group, tags, job_type, notes, name, ...) go to ``wandb.init``.
     A run folder that already has a W&B run (a resumed run) logs to that run again.
+    ``log_model``: a finished run uploads ``best.ckpt`` with its config (``finish_wandb``;
+    Lightning's own ``log_model`` would upload every checkpoint, without the config).
     """
     if init_kwargs.get("id") is None and (previous := existing_run_id(save_dir)):
         init_kwargs |= {"id": previous, "resume": "allow"}
@@ -88,9 +93,11 @@ def wandb_logger(*, save_dir: str, project: str = "cnnzoo", **init_kwargs) -> Wa
     if mode == "offline" and not wandb_credentials_present():
         log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`), logging offline.")
     settings = {"silent": True}
-    return FallbackWandbLogger(
+    logger = FallbackWandbLogger(
         save_dir=save_dir, project=project, mode=mode, settings=settings, **init_kwargs
     )
+    logger.upload_best = bool(log_model)
+    return logger
 
 
 class FallbackWandbLogger(WandbLogger):
@@ -151,11 +158,103 @@ def wandb_run_location(loggers: list[Logger]) -> str | None:
     return None
 
 
-def finish_wandb(failed: bool) -> None:
-    """Close the W&B run (if any), so a failed job in a sweep does not leak into the next one."""
+def finish_wandb(record: dict | None = None, exit_code: int = 0, upload_best: bool = False):
+    """Close the W&B run (if any), so a failed job in a sweep does not leak into the next one;
+    first the run's record (``results.json``) goes into its summary (``run_summary``: the runs
+    table then shows each run's facts, status and error), and with ``upload_best`` a finished
+    run's ``best.ckpt`` and config become a model artifact. ``exit_code``: the process's (not
+    0 marks the run failed in W&B; the summary's ``status`` says failed or interrupted)."""
     wandb = sys.modules.get("wandb")  # not imported: no run was made (and no import cost)
-    if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+    if wandb is None or wandb.run is None:
+        return
+    if record:
+        wandb.run.summary.update(run_summary(record))
+        if upload_best and exit_code == 0 and record.get("best_checkpoint"):
+            model_artifact(wandb, record)
+    wandb.finish(exit_code=exit_code)
+
+
+SUMMARY_FIELDS = ("status", "model", "num_params", "gmacs", "global_batch_size", "world_size",
+                  "epochs", "global_step", "wall_time_s")  # fmt: skip
+
+
+def run_summary(record: dict) -> dict:
+    """What the runs table sorts and filters by, from a run's record: its facts, status, the
+    effective lr, images/s and data wait, the final test metrics, the one-line error."""
+    summary = {k: record[k] for k in SUMMARY_FIELDS if record.get(k) is not None}
+    if record.get("lr") is not None:
+        summary["effective_lr"] = record["lr"]
+    speed = record.get("throughput") or {}
+    summary |= {f"perf/run_{k}": v for k, v in speed.items()}
+    metrics = record.get("metrics") or {}
+    summary |= {k: v for k, v in metrics.items() if k.startswith("test/")}
+    error = str(record.get("error") or "").strip()
+    summary["error"] = error.splitlines()[0][:500] if error else ""
+    return summary
+
+
+def model_artifact(wandb, record: dict) -> None:
+    """``best.ckpt`` and the run's config as the run's ``model`` artifact (alias ``best``)."""
+    artifact = wandb.Artifact(
+        f"model-{wandb.run.id}",
+        type="model",
+        metadata={
+            k: record.get(k) for k in ("model", "optimized_metric", "optimized_metric_value")
+        },
+    )
+    artifact.add_file(record["best_checkpoint"], name="best.ckpt")
+    if record.get("config") and Path(record["config"]).is_file():
+        artifact.add_file(record["config"], name="config.yaml")
+    wandb.run.log_artifact(artifact, aliases=["best"])
+
+
+def log_report(out: Path, runs: list[Path], findings: list[str]) -> str:
+    """``report.py --wandb``: the report's figures (``curves.png``, ``report.png``), its table
+    and findings as one W&B run of job type ``report`` in the runs' group (the sweep folder's
+    name, as ``${sweep_group:}`` gives each job), in their project; online with credentials,
+    offline into ``out/wandb`` otherwise. Where it went, as the train task says it."""
+    import wandb
+    from omegaconf import OmegaConf
+
+    from cnnzoo.errors import ConfigError
+
+    sweeps = sorted({run.parent for run in runs})
+    if len(sweeps) != 1:
+        raise ConfigError(
+            f"--wandb posts to one sweep's W&B group, and these runs are in {len(sweeps)} "
+            "folders; give one sweep folder (outputs/train/multirun_<time>)."
+        )
+    config = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
+    where = {k: OmegaConf.select(config, f"logger.wandb.{k}", default=None)
+             for k in ("project", "entity")}  # fmt: skip
+    mode = wandb_mode()
+    if mode == "online" and (why := unreachable(wandb_base_url())) is not None:
+        log.warning("W&B: the server cannot be reached (%s); logging offline.", why)
+        mode = "offline"
+    run = wandb.init(
+        project=where["project"] or "cnnzoo",
+        entity=where["entity"],
+        group=sweeps[0].name,
+        job_type="report",
+        name=f"report {sweeps[0].name}",
+        dir=str(out),
+        mode=mode,
+        settings=wandb.Settings(silent=True),
+    )
+    with open(out / "report.csv", newline="") as f:
+        table = list(csv.reader(f))
+    run.log(
+        {
+            "report/curves": wandb.Image(str(out / "curves.png")),
+            "report/error_vs_gflops": wandb.Image(str(out / "report.png")),
+            "report/runs": wandb.Table(columns=table[0], data=table[1:]),
+        }
+    )
+    run.summary["findings"] = "\n".join(findings)
+    location = run.url if mode == "online" else f"{Path(run.dir).parent} (offline; upload " \
+        f"with: wandb sync {Path(run.dir).parent})"  # fmt: skip
+    run.finish()
+    return location
 
 
 def code_version() -> dict[str, object]:

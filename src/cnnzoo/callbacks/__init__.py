@@ -1,6 +1,7 @@
 """Lightning callbacks of cnnzoo's own."""
 
 from cnnzoo.callbacks.bad_files import BadFileReport
+from cnnzoo.callbacks.dashboard import WandbDashboard
 from cnnzoo.callbacks.ema import EMA
 from cnnzoo.callbacks.predictions import PredictionGrid
 from cnnzoo.callbacks.record import RunRecord
@@ -16,4 +17,5 @@ __all__ = [
     "RunRecord",
     "SlurmRequeue",
     "Throughput",
+    "WandbDashboard",
 ]

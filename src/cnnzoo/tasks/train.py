@@ -164,7 +164,7 @@ def _train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         if isinstance(logger, ResumableCSVLogger) and resume is not None:
             logger.resume_step = resume.global_step  # metrics.csv goes on from there
-    failed = True
+    exit_code = 1  # (W&B's: what the process ends with)
     previous = resume.previous if resume is not None else {}
     ckpt = trainer.checkpoint_callback
     record = RunRecord(
@@ -191,7 +191,7 @@ def _train(cfg: DictConfig) -> float | None:
                 raise ConfigError(f"tune={cfg.tune!r}: the one tuning run is tune=lr_find.")
             found = lr_range_test(cfg, trainer, module, datamodule, out)
             record.update(status="lr_find", **found)
-            failed = False
+            exit_code = 0
             return found["suggested_lr"]
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -207,13 +207,22 @@ def _train(cfg: DictConfig) -> float | None:
         results = record.finish(**results)
         if trainer.is_global_zero:
             print_summary(results)
-        failed = False
+        exit_code = 0
         return results["optimized_metric_value"]
     except BaseException as e:
         record.end(_interruption(trainer, e) or e)
+        exit_code = _exit_code(e)
         raise
     finally:
-        finish_wandb(failed)
+        upload = any(getattr(logger, "upload_best", False) for logger in trainer.loggers)
+        finish_wandb(record.record() if trainer.is_global_zero else None, exit_code, upload)
+
+
+def _exit_code(error: BaseException) -> int:
+    """The exit status ``error`` ends the process with (SIGTERM: 143, Ctrl-C: 130)."""
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else 1
+    return 130 if isinstance(error, KeyboardInterrupt) else 1
 
 
 def _interruption(trainer: pl.Trainer, error: BaseException) -> Interrupted | None:

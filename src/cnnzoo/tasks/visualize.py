@@ -102,7 +102,7 @@ def log_to_wandb(run: Path, paths: list[Path], cfg: DictConfig) -> None:
         for path in paths:
             logger.log_image(f"visualize/{path.stem}", [str(path)])
     finally:
-        finish_wandb(False)
+        finish_wandb()
 
 
 def fresh_path(folder: Path, name: str) -> Path:
