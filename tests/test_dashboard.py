@@ -128,3 +128,6 @@ def test_a_sweep_is_one_group_its_jobs_say_what_they_vary_and_the_report_joins_i
     (other / "0_x" / "results.json").write_text("{}")
     assert report.main([str(sweep / jobs[0].name), str(other), "--wandb", "--out",
                         str(tmp_path / "r")]) == 2  # fmt: skip
+    # nor has a run of its own
+    assert report.main([str(other), "--wandb", "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r" / "wandb").exists()

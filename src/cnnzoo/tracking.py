@@ -224,6 +224,12 @@ def log_report(out: Path, runs: list[Path], findings: list[str]) -> str:
             f"--wandb posts to one sweep's W&B group, and these runs are in {len(sweeps)} "
             "folders; give one sweep folder (outputs/train/multirun_<time>)."
         )
+    if not (sweeps[0] / "multirun.yaml").is_file():
+        raise ConfigError(
+            f"--wandb posts a sweep's report to the sweep's W&B group, and {runs[0]} is not in "
+            "a sweep (a run of its own has no group); give a sweep folder "
+            "(outputs/train/multirun_<time>)."
+        )
     config = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
     where = {k: OmegaConf.select(config, f"logger.wandb.{k}", default=None)
              for k in ("project", "entity")}  # fmt: skip
