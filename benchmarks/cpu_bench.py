@@ -37,9 +37,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from cnnzoo.data import images
-from cnnzoo.data.images import IndexedImages
+from cnnzoo.data.images import IndexedImages, load_image
 from cnnzoo.data.index import scan
 from cnnzoo.data.loading import seeded
+from cnnzoo.data.options import DECODERS
 from cnnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from cnnzoo.models import create_model
 from cnnzoo.tasks.train import train
@@ -121,6 +122,32 @@ def tensor_rate(transform, files: list[Path]) -> float:
     for path in files:
         transform(torchvision.io.decode_jpeg(torchvision.io.read_file(str(path))))
     return len(files) / (time.perf_counter() - start)
+
+
+def decoder_rate(transform, files: list[Path], decoder: str) -> float:
+    """Images/s of ``load_image(path, decoder)`` (what the DataModule does: read, decode, the
+    fallbacks) and ``transform``."""
+    start = time.perf_counter()
+    for path in files:
+        transform(load_image(str(path), decoder))
+    return len(files) / (time.perf_counter() - start)
+
+
+def decoder_rows(files: list[Path], repeats: int) -> list[str]:
+    """Each ``data.decoder`` side by side on the same JPEGs (alternating, medians), train and
+    eval transforms (uint8 out: on a GPU, the default)."""
+    rows = ["", "| transform (uint8 out, 1 process) | " + " | ".join(DECODERS) + " |",
+            "| --- |" + " ---: |" * len(DECODERS)]  # fmt: skip
+    transforms = (("train 224 px", train_transform(224, normalize=False)),
+                  ("eval 256 -> 224 px", eval_transform(224, 256, normalize=False)))  # fmt: skip
+    for name, transform in transforms:
+        rates: dict[str, list[float]] = {d: [] for d in DECODERS}
+        for _ in range(repeats):
+            for decoder in DECODERS:
+                rates[decoder].append(decoder_rate(transform, files, decoder))
+        cells = " | ".join(f"{statistics.median(rates[d]):.0f}" for d in DECODERS)
+        rows.append(f"| {name} (images/s, median of {repeats}) | {cells} |")
+    return rows
 
 
 def medians(first, second, repeats: int) -> tuple[float, float]:
@@ -216,6 +243,7 @@ def main() -> None:
         ]:  # fmt: skip
             a, b = medians(option, default, args.repeats)
             lines.append(f"| {name} (images/s, 1 process) | {a:.0f} | {b:.0f} | {a / b:.3f} |")
+        decoders = decoder_rows(files, args.repeats)
         tree = Path(tmp) / "tree"
         (tree / "c0").mkdir(parents=True)
         for path in files:
@@ -232,6 +260,7 @@ def main() -> None:
             a, b = medians(option, default, args.repeats)
             lines.append(f"| {name} (images/s) | {a:.0f} | {b:.0f} ({reference}) "
                          f"| {a / b:.3f} |")  # fmt: skip
+    lines += decoders
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -24,6 +24,7 @@ from cnnzoo.data.batching import auto_workers
 from cnnzoo.data.classes import imagenet_class_names, imagenet_wnids
 from cnnzoo.data.images import skip_bad_collate
 from cnnzoo.data.index import load_index, scan
+from cnnzoo.data.options import DECODERS
 from cnnzoo.data.prepare_imagenet import main as prepare_main
 from cnnzoo.data.transforms import (
     IMAGENET_MEAN,
@@ -345,7 +346,7 @@ def broken_tree(tmp_path) -> tuple[Path, list[Path]]:
     return root, [truncated, text]
 
 
-@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_16_bit_grey_images_keep_their_greys(tmp_path, decoder):
     """PIL's convert("RGB") clips a 16-bit grey PNG at 255: a white image."""
     from cnnzoo.data.images import load_image
@@ -354,9 +355,7 @@ def test_16_bit_grey_images_keep_their_greys(tmp_path, decoder):
     path = tmp_path / "scan.png"
     Image.fromarray(grey).save(path)
     decoded = load_image(str(path), decoder)
-    channel = (
-        decoded[0] if decoder == "torchvision" else torch.from_numpy(np.array(decoded)[..., 0])
-    )
+    channel = decoded[0] if decoder != "pil" else torch.from_numpy(np.array(decoded)[..., 0])
     assert torch.equal(channel, torch.from_numpy((grey >> 8).astype(np.uint8)))
 
 
@@ -371,18 +370,18 @@ def camera_jpeg(path: Path, orientation: int) -> np.ndarray:
     return pixels
 
 
-@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
-def test_an_iphone_heic_photo_is_named_as_one(tmp_path, decoder):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_broken_heic_photo_is_named_as_one(tmp_path, decoder):
     from cnnzoo.data.images import BadImageError, load_image
 
     path = tmp_path / "IMG_0001.jpg"  # (renamed, or exported as it is)
     path.write_bytes(b"\x00\x00\x00\x24ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
-    with pytest.raises(BadImageError, match="a HEIC/HEIF or AVIF image \\(brand 'heic'\\), which "
-                       "PIL cannot read here: convert it to JPEG"):  # fmt: skip
+    read = "a HEIC/HEIF or AVIF image \\(brand 'heic'\\) that neither TorchCodec nor PIL could"
+    with pytest.raises(BadImageError, match=read + " read here: install pillow-heif"):
         load_image(str(path), decoder)
 
 
-@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_camera_orientation_is_applied(tmp_path, decoder):
     """As a viewer shows the photo, and as DALI's decoder gives it (adjust_orientation)."""
     from cnnzoo.data.images import load_image
@@ -391,20 +390,35 @@ def test_camera_orientation_is_applied(tmp_path, decoder):
         path = tmp_path / f"photo_{orientation}.jpg"
         stored = camera_jpeg(path, orientation)
         decoded = load_image(str(path), decoder)
-        pixels = decoded.permute(1, 2, 0).numpy() if decoder == "torchvision" else decoded
+        pixels = decoded.permute(1, 2, 0).numpy() if decoder != "pil" else decoded
         expected = np.rot90(stored, turned)  # np.rot90 turns anticlockwise; -1: clockwise
         assert np.asarray(pixels).shape == expected.shape, orientation
         assert np.abs(np.asarray(pixels, np.int16) - expected).mean() < 8, orientation
 
 
-@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_torchcodec_turns_each_exif_orientation_as_pil_does(tmp_path):
+    """The eight EXIF orientations, turned by TorchCodec itself, as PIL turns them."""
+    from cnnzoo.data.images import load_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    for orientation in range(1, 9):
+        path = tmp_path / f"photo_{orientation}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(pixels).save(path, quality=95, exif=exif)
+        codec = load_image(str(path), "torchcodec")
+        pil = torch.from_numpy(np.asarray(load_image(str(path), "pil"))).permute(2, 0, 1)
+        assert torch.equal(codec, pil), orientation
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_bad_file_fails_naming_it_by_default(tmp_path, decoder):
     from cnnzoo.data.images import load_image
 
     root, (truncated, _) = broken_tree(tmp_path)
     good = root / "train" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG"
     decoded = load_image(str(good), decoder)
-    assert isinstance(decoded, torch.Tensor if decoder == "torchvision" else Image.Image)
+    assert isinstance(decoded, torch.Tensor if decoder != "pil" else Image.Image)
     dm = datamodule(root, decoder=decoder)
     dm.setup()
     train = dm.datasets["train"]
@@ -667,8 +681,9 @@ def short_png() -> bytes:
 
 @pytest.mark.slow
 def test_a_png_with_too_little_image_data_never_kills_the_process(tmp_path):
-    """torchvision's PNG decoder segfaults on it: the default decoder gives PNGs to PIL, and
-    verify checks with the decoder training uses (a process, so a crash is a failure here)."""
+    """torchvision's PNG decoder segfaults on it (so that decoder gives PNGs to PIL); the default
+    one, TorchCodec's, raises; verify checks with the decoder training uses (a process, so a
+    crash is a failure here)."""
     import subprocess
     import sys
 

@@ -7,6 +7,7 @@ recorded so the epoch's end can list it.
 """
 
 import contextlib
+import functools
 import io
 import os
 import warnings
@@ -49,10 +50,17 @@ def _unreadable_kind(start: bytes) -> str:
     if start[4:8] == b"ftyp" and start[8:12] in _HEIF_BRANDS:
         brand = start[8:12].decode()
         return (
-            f"a HEIC/HEIF or AVIF image (brand {brand!r}), which PIL cannot read here: convert "
-            "it to JPEG (an iPhone can save JPEGs: Settings > Camera > Formats > Most Compatible)"
+            f"a HEIC/HEIF or AVIF image (brand {brand!r}) that neither TorchCodec nor PIL could "
+            "read here: install pillow-heif (pip install pillow-heif; make install does), or "
+            "convert it to JPEG"
         )
     return f"not an image; it begins {start!r}"
+
+
+with contextlib.suppress(ImportError):  # HEIC/HEIF photos (an iPhone's) for PIL: libheif
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 def _pil_rgb(source, name: str) -> Image.Image:
@@ -81,10 +89,12 @@ def upright(image: Image.Image) -> None:
 
 
 def load_image(path: str, decoder: str = DEFAULT_DECODER):
-    """The decoded image as the transforms take it: with ``torchvision``, a uint8 (3, H, W)
-    tensor from ``torchvision.io.decode_image`` (libjpeg-turbo; 1.5x to 1.9x the images/s of the
-    PIL path per worker, BENCHMARKS.md), falling back to PIL for what it cannot read; with
-    ``pil``, an RGB PIL image. Unreadable: ``BadImageError``."""
+    """The decoded image as the transforms take it: with ``torchcodec``, a uint8 (3, H, W)
+    tensor from TorchCodec's ``decode_image`` (JPEG, PNG, WebP, GIF, AVIF, HEIC); with
+    ``torchvision``, from ``torchvision.io.decode_image`` (JPEGs only; deprecated in
+    torchvision 0.29); each falls back to PIL for what it cannot read (1.5x to 1.9x the images/s
+    of the PIL path per worker, BENCHMARKS.md); with ``pil``, an RGB PIL image. Unreadable:
+    ``BadImageError``."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -101,6 +111,11 @@ def decode_bytes(data: bytes, name: str, decoder: str = DEFAULT_DECODER):
     (by their first bytes) go to torchvision's decoder; its PNG decoder kills the process on
     a PNG whose image data ends early (libpng's error, then a segmentation fault), so PNGs and
     every other format are PIL's, which raises instead (and gives a uint8 tensor too)."""
+    if decoder == "torchcodec":
+        if not torchcodec_loads():
+            decoder = "torchvision"  # (its library does not load with this torch: as before)
+        elif (image := _torchcodec_rgb(data)) is not None:
+            return image
     if decoder == "torchvision" and data[:3] == JPEG_MAGIC:
         try:
             with warnings.catch_warnings():
@@ -114,11 +129,46 @@ def decode_bytes(data: bytes, name: str, decoder: str = DEFAULT_DECODER):
         except (ImportError, RuntimeError, ValueError):
             pass  # PIL decides (and names the reason when it cannot read it either)
     image = _pil_rgb(io.BytesIO(data), name)
-    if decoder == "torchvision":  # the same type whichever library decoded it
+    if decoder != "pil":  # the same type whichever library decoded it
         from torchvision.transforms.v2.functional import pil_to_tensor
 
         return pil_to_tensor(image)
     return image
+
+
+def _torchcodec_rgb(data: bytes) -> torch.Tensor | None:
+    """TorchCodec's RGB decode of ``data`` (upright by its EXIF Orientation, as TorchCodec
+    turns JPEGs itself), the first frame of an animation (as PIL reads one); None when it
+    cannot read it (not installed, a format it lacks, a broken file: PIL decides and names the
+    reason) and for 16-bit PNGs, which PIL's conversion keeps the same whichever decoder is
+    chosen (TorchCodec rounds where PIL truncates). A truncated PNG raises here, where
+    torchvision's PNG decoder killed the process."""
+    if data[:8] == PNG_SIGNATURE and data[24:25] == b"\x10":  # (IHDR's bit depth)
+        return None
+    from torchcodec.decoders import decode_image
+
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode="RGB")
+    except (RuntimeError, ValueError):
+        return None
+    # (its pixels stay in the decoder's (H, W, C) memory: the transforms read that layout
+    # faster than a copy into (C, H, W) costs, and collating makes the batch contiguous)
+    return image[0] if image.ndim == 4 else image
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@functools.cache
+def torchcodec_loads() -> bool:
+    """Whether TorchCodec's image decoders import here: its native library is built for one
+    torch release (0.17 for torch 2.14), so another torch (a cluster's image) may not load it;
+    ``data.decoder=torchcodec`` then decodes with torchvision's decoder, as before."""
+    try:
+        from torchcodec.decoders import decode_image  # noqa: F401
+    except Exception:  # ImportError, OSError (undefined symbols), RuntimeError
+        return False
+    return True
 
 
 def skip_or_raise(error: BadImageError, on_bad_file: str, skip_log: Path | None, remedy: str):

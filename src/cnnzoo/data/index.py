@@ -31,8 +31,9 @@ from cnnzoo.files import replaced_atomically
 log = logging.getLogger(__name__)
 
 # The one list of image file types cnnzoo reads (folders, shards, verify), lower case.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-FORMAT = 2  # bump when the cache file's layout changes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+                    ".avif", ".heic", ".heif")  # fmt: skip
+FORMAT = 3  # bump when the cache file's layout, or what it indexes, changes
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from cnnzoo.errors import ConfigError, is_number, is_whole
 
 LOADERS = ("workers", "dali")
 DALI_DEVICES = ("auto", "gpu", "cpu")
-DECODERS = ("torchvision", "pil")
+DECODERS = ("torchcodec", "torchvision", "pil")
 BAD_FILE_POLICIES = ("error", "skip")
-DEFAULT_DECODER = "torchvision"  # (what eval, predict and visualize use for a run without one)
+DEFAULT_DECODER = "torchcodec"  # (what eval, predict and visualize use for a run without one)
 
 
 def choice(key: str, value: Any, choices: tuple) -> None:
@@ -159,7 +159,7 @@ class LoadingOptions:
     loader: ``workers`` (DataLoader worker processes) or ``dali`` (``cnnzoo.data.dali``).
     dali_device: where DALI decodes: ``auto`` (the trainer's GPU, else DALI's CPU backend),
         ``gpu`` or ``cpu``.
-    decoder: ``torchvision`` (decode_image into uint8 tensors) or ``pil``.
+    decoder: ``torchcodec`` or ``torchvision`` (decode_image into uint8 tensors), or ``pil``.
     on_bad_file: ``error`` or ``skip`` (skipped files are listed at the end of each epoch).
     shuffle_seed: with the epoch and the image, the order and each image's augmentation.
     """

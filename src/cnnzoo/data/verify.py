@@ -1,7 +1,7 @@
 """List the unreadable images of a tree: ``python -m cnnzoo.data.verify ROOT [--workers N]``.
 
 Every image file below ROOT (by extension) is fully decoded with the decoder training uses
-(``--decoder``, ``data.decoder``'s default: torchvision for JPEGs, PIL for the rest), in
+(``--decoder``, ``data.decoder``'s default: TorchCodec, PIL for what it cannot read), in
 parallel worker processes, with a progress bar on stderr. Unreadable files go to stdout, one
 ``PATH<TAB>REASON`` line each, sorted; the exit status is 1 when there are any, so
 ``verify ROOT > bad.txt`` makes a list to act on.
