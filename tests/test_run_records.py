@@ -353,6 +353,7 @@ ASKED_ON_RESUME = [
     ["optim=nesterov"],
     ["scheduler=cosine"],
     ["scheduler.warmup_epochs=1"],
+    ["optim.optimizer.momentum=0.5"],  # (the optimiser's own argument, past optim.momentum)
 ]
 
 

@@ -117,9 +117,10 @@ def _check_optimisation(path: Path, cfg: DictConfig) -> None:
             changed.append((f"{section} {old}", f"{section} {new}"))
         for key in sorted(keys):
             old, new = trained[section].get(key), asked.get(key)
-            mirrored = key.startswith("optim.optimizer.")  # (optim.momentum, ... by interpolation)
             inside = any(key.startswith(f"{node}.") for node in replaced)
-            if old != new and not (key in FOLLOWS_ON_RESUME or mirrored or inside):
+            if old != new and not (
+                key in FOLLOWS_ON_RESUME or inside or _mirrored(key, trained[section], asked)
+            ):
                 changed.append((f"{key}={_plain(old)}", f"{key}={_plain(new)}"))
     if changed:
         run = path.parent.parent
@@ -131,6 +132,15 @@ def _check_optimisation(path: Path, cfg: DictConfig) -> None:
             "scheduler as the run had them to train it further, or start a new run from its "
             f"weights with the settings you want: model.weights={run}/checkpoints/best.ckpt."
         )
+
+
+def _mirrored(key: str, trained: dict[str, Any], asked: dict[str, Any]) -> bool:
+    """``optim.optimizer.momentum`` follows ``optim.momentum`` by interpolation: a change of the
+    knob is named once, by the knob; the optimiser's argument changed on its own is named."""
+    if not key.startswith("optim.optimizer."):
+        return False
+    knob = "optim." + key.rsplit(".", 1)[1]
+    return knob in trained and trained.get(knob) != asked.get(knob)
 
 
 def _class(target: Any) -> str:
