@@ -77,3 +77,36 @@ def test_phone_photos_train_evaluate_and_predict(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = [line for line in proc.stdout.splitlines() if "IMG_0.heic" in line]
     assert "cat" in line and "dog" in line
+
+
+def test_where_torchcodec_does_not_load_torchvision_decodes(tmp_path, monkeypatch):
+    """TorchCodec's library is built for one torch release: on another (a cluster's image) it
+    may not load, and ``data.decoder=torchcodec`` then decodes as ``torchvision`` did."""
+    import sys
+
+    from cnnzoo.data import images
+
+    calls = []
+
+    def torchvision_decode(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    import torchvision.io
+
+    real = torchvision.io.decode_image
+    monkeypatch.setattr(torchvision.io, "decode_image", torchvision_decode)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # (import fails)
+    images.torchcodec_loads.cache_clear()
+    try:
+        assert not images.torchcodec_loads()
+        photos = phone_photos(tmp_path)
+        jpeg = tmp_path / "photo.jpg"
+        Image.fromarray(next(iter(photos.values())).astype(np.uint8)).save(jpeg, quality=95)
+        decoded = load_image(str(jpeg), "torchcodec")
+        assert len(calls) == 1 and isinstance(decoded, torch.Tensor)  # torchvision's decoder
+        heic = next(p for p in photos if p.suffix == ".heic")
+        assert load_image(str(heic), "torchcodec").shape == (3, 48, 64)  # (then PIL's)
+    finally:
+        monkeypatch.undo()
+        images.torchcodec_loads.cache_clear()
