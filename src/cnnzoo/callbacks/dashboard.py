@@ -8,6 +8,8 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cnnzoo.callbacks.record import RunRecord
+
 # The runs table shows a metric's summary: its best value, not its last epoch's.
 SUMMARIES = {
     "val/acc_top1": "max",
@@ -16,15 +18,15 @@ SUMMARIES = {
     "val/err_top5": "min",
     "val/loss": "min",
 }
-BEST_OF = "val/acc_top1"  # the epoch whose figures go to best/*
 
 
 class WandbDashboard(pl.Callback):
     """With a W&B logger (nothing without one):
 
     - each ``val/*`` metric's summary is its best value (accuracies the max, errors and loss
-      the min), and ``best/epoch`` with ``best/val_*`` are the figures of the epoch of the best
-      val top-1, so the runs table sorts by what a run reached, not where it ended;
+      the min), and ``best/epoch`` with ``best/val_*`` are the figures of the run's best epoch
+      (``RunRecord``'s ``best_val``: by ``optimized_metric``, val top-1 by default), so the runs
+      table sorts by what a run reached, not where it ended;
     - when the test stage ends, the test split's per-class accuracy (a W&B Table:
       ``test/per_class``) and confusion matrix (W&B's confusion-matrix chart:
       ``test/confusion_matrix``), from torchmetrics' ``MulticlassConfusionMatrix`` over every
@@ -37,7 +39,6 @@ class WandbDashboard(pl.Callback):
 
     def __init__(self, chart_classes: int = 100) -> None:
         self.chart_classes = chart_classes
-        self.best: float | None = None
         self.counting = False  # in a test stage with a W&B logger
         self.confusion: MulticlassConfusionMatrix | None = None
 
@@ -47,23 +48,17 @@ class WandbDashboard(pl.Callback):
             return
         for name, best in SUMMARIES.items():
             run.define_metric(name, summary=best)
-        ckpt = trainer.checkpoint_callback  # (a resumed run: its best so far)
-        if ckpt is not None and ckpt.monitor == BEST_OF and ckpt.best_model_score is not None:
-            self.best = float(ckpt.best_model_score)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run record's best epoch (its history, kept in checkpoints, so a resumed run's
+        best is the whole run's); the record's hook runs first (it is the first callback)."""
         run = wandb_run(trainer)
-        value = trainer.callback_metrics.get(BEST_OF)
-        if run is None or trainer.sanity_checking or value is None:
+        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+        best = record.best() if record is not None else None
+        if run is None or trainer.sanity_checking or best is None:
             return
-        if self.best is None or float(value) > self.best:
-            self.best = float(value)
-            val = {
-                f"best/{name.replace('/', '_')}": float(metric)
-                for name, metric in trainer.callback_metrics.items()
-                if name.startswith("val/")
-            }
-            run.summary.update({"best/epoch": trainer.current_epoch, **val})
+        val = {f"best/{k.replace('/', '_')}": v for k, v in best.items() if k.startswith("val/")}
+        run.summary.update({"best/epoch": best["epoch"], **val})
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.counting = any(isinstance(logger, WandbLogger) for logger in trainer.loggers)
