@@ -30,6 +30,7 @@ Exits 1 if a test or a run failed.
 """
 
 import argparse
+import contextlib
 import functools
 import io
 import json
@@ -220,19 +221,24 @@ def jpeg_rows(loader: str, label: str):
             "trainer.limit_val_batches=1",
             f"callbacks.throughput.warmup_steps={args.warmup}",
         ]
-        return [facts, measure(label, "resnet50", "JPEG", runs, tmp / loader)]
+        tuning = args.dali_tuning if loader == "dali" else ""
+        with dali_tuned(tuning):
+            row = measure(label + (f" ({tuning})" if tuning else ""), "resnet50", "JPEG", runs,
+                          tmp / loader)  # fmt: skip
+        return [facts, row]
 
     return rows
 
 
-def supply(loader: str, root: Path, args, common: list[str]) -> dict:
+def supply(loader: str, root: Path, args, common: list[str], tuning: str = "") -> dict:
     """Images/s of one input pipeline alone: ``--loader-batches`` training batches after the
     warm-up, each moved to the device, normalised there (what the DataModule's batch hook does
-    in training) and waited for."""
+    in training) and waited for. DALI runs with ``tuning`` (see ``dali_tuned``)."""
     from cnnzoo.build import build_datamodule
     from cnnzoo.data.pipelines import Placement
 
-    row = {"model": "-", "input": "JPEG", "variant": f"{loader} alone (no training)"}
+    label = f"{loader} alone (no training)" + (f", {tuning}" if tuning else "")
+    row = {"model": "-", "input": "JPEG", "variant": label}
     if loader == "dali" and not (find_spec("nvidia") and find_spec("nvidia.dali")):
         return {**row, "error": "not run: NVIDIA DALI is not installed"}
     try:
@@ -242,20 +248,12 @@ def supply(loader: str, root: Path, args, common: list[str]) -> dict:
         datamodule = build_datamodule(cfg)
         datamodule.placement_override = Placement(device=device, training=True)
         datamodule.setup("fit")
-        started, images, batches = time.perf_counter(), 0, 0
-        for batches, (x, y) in enumerate(datamodule.train_dataloader(), 1):
-            x = datamodule.on_after_batch_transfer((x.to(device), y.to(device)), 0)[0]
-            if gpu:
-                torch.cuda.synchronize()
-            if batches == args.warmup:
-                started, images = time.perf_counter(), 0
-            elif batches > args.warmup:
-                images += len(x)
-            if batches == args.warmup + args.loader_batches:
-                break
+        with dali_tuned(tuning):  # (DALI builds its pipeline when the first batch is asked)
+            source = datamodule.train_dataloader()
+            source = dali_reader(source) if "reader" in tuning.split(",") else source
+            images, batches, seconds = timed(source, datamodule, device, args)
         if not images:
             raise RuntimeError(f"{batches} batches, none past the warm-up: more --train-per-class")
-        seconds = time.perf_counter() - started
         row.update(images_per_s=images / seconds, step_ms=1000 * seconds / (batches - args.warmup),
                    data_wait=None, wall_s=seconds)  # fmt: skip
     except Exception as e:
@@ -264,10 +262,93 @@ def supply(loader: str, root: Path, args, common: list[str]) -> dict:
     return row
 
 
+def timed(source, datamodule, device: torch.device, args) -> tuple[int, int, float]:
+    """Images and batches taken from ``source`` after the warm-up, and the seconds they took."""
+    started, images, batches = time.perf_counter(), 0, 0
+    for batches, (x, y) in enumerate(source, 1):
+        x = datamodule.on_after_batch_transfer((x.to(device), y.to(device)), 0)[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if batches == args.warmup:
+            started, images = time.perf_counter(), 0
+        elif batches > args.warmup:
+            images += len(x)
+        if batches == args.warmup + args.loader_batches:
+            break
+    return images, batches, time.perf_counter() - started
+
+
 def loader_rows(args, common: list[str], tmp: Path) -> list[dict]:
-    """Each input pipeline alone on the generated JPEGs (see ``supply``)."""
+    """Each input pipeline alone on the generated JPEGs (see ``supply``): the workers, DALI
+    as it ships (or with ``--dali-tuning``), then DALI with each of ``--dali-variants``."""
     root, facts = jpeg_tree(args, tmp)
-    return [facts, *(supply(loader, root, args, common) for loader in ("workers", "dali"))]
+    dali = [args.dali_tuning, *filter(None, args.dali_variants.split(";"))]
+    return [facts, supply("workers", root, args, common),
+            *(supply("dali", root, args, common, tuning) for tuning in dali)]  # fmt: skip
+
+
+def tuning_of(spec: str):
+    """A ``cnnzoo.data.dali.Tuning`` from ``key=value,...``: ``read_ahead`` and ``queue``, any
+    other key an argument of DALI's decoders (``hw_decoder_load=1.0``, ``affine=false``, ...);
+    ``reader`` (no value) is for ``dali_reader``."""
+    from cnnzoo.data import dali
+
+    fields, decoder = {}, {}
+    for item in filter(None, spec.split(",")):
+        name, _, value = item.partition("=")
+        if name != "reader":
+            where = fields if name in ("read_ahead", "queue") else decoder
+            where[name] = json.loads(value.lower())  # (1.0, 4, true)
+    return dali.Tuning(**fields, decoder=decoder)
+
+
+@contextlib.contextmanager
+def dali_tuned(spec: str):
+    """DALI pipelines built inside run with the ``spec``'s tuning (none: as they ship)."""
+    from cnnzoo.data import dali
+
+    shipped = dali.TUNING
+    dali.TUNING = tuning_of(spec) if spec else shipped
+    try:
+        yield
+    finally:
+        dali.TUNING = shipped
+
+
+def dali_reader(loader):
+    """``loader``'s DALI graph fed by DALI's own file reader (its C++ threads read the epoch's
+    files in the same order) instead of our Python feed: what DALI supplies on this machine
+    when Python does not hand it the files (no bad-file policy, no resume: a yardstick)."""
+    from nvidia.dali import fn, pipeline_def
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    from cnnzoo.data import dali
+    from cnnzoo.data.dali_graph import graph
+
+    feed, tuning = loader.feed, dali.TUNING
+    order = [i for i, _ in feed.sampler]
+
+    files = [feed.index.path(i) for i in order]
+    labels = [int(feed.index.targets[i]) for i in order]
+    threads, device_id = loader.num_threads, loader.device_id
+
+    @pipeline_def(batch_size=feed.batch_size, num_threads=threads, device_id=device_id, seed=1,
+                  prefetch_queue_depth=tuning.queue)  # fmt: skip
+    def pipeline():
+        encoded, label = fn.readers.file(files=files, labels=labels)
+        decode = "cpu" if device_id is None else "mixed"
+        return graph(loader.recipe, encoded, decode, tuning.decoder), label
+
+    pipe = pipeline()
+    pipe.build()
+    stream = None if device_id is None else torch.cuda.current_stream(device_id)
+    try:
+        while True:  # (the reader wraps around at the end of the files)
+            images, label = pipe.run()
+            out = dali._to_torch(images, loader.recipe.normalize, feed_ndarray, stream, device_id)
+            yield out, dali._labels(label)
+    finally:
+        pipe._shutdown()
 
 
 def jpeg_data(root: Path, args, loader: str) -> list[str]:
@@ -415,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out")
     parser.add_argument("--loader-batches", type=int, default=50,
                         help="the loader stage: batches timed after the warm-up")  # fmt: skip
+    parser.add_argument("--dali-tuning", default="", metavar="K=V,...",
+                        help="DALI's tuning for the dali stages (see tuning_of)")  # fmt: skip
+    parser.add_argument("--dali-variants", default="", metavar="K=V,...;K=V,...",
+                        help="the loader stage: DALI alone with each of these tunings too; "
+                        "'reader': fed by DALI's own file reader")  # fmt: skip
     parser.add_argument("--jpegs", type=Path, help="where the JPEGs go (reused while complete)")
     parser.add_argument("--classes", type=int, default=100, help="JPEG classes")
     parser.add_argument("--train-per-class", type=int, default=64, help="JPEGs per class")

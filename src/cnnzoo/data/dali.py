@@ -30,7 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -85,6 +85,23 @@ def dali_device_id(setting: str, device: torch.device) -> int | None:
             "backend off the GPU)."
         )
     return None
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the DALI pipeline runs, not what it computes: the same images come out either way.
+
+    ``read_ahead``: batches whose files are being read while DALI works; ``queue``: DALI's
+    ``prefetch_queue_depth``; ``decoder``: keyword arguments for DALI's image decoders (their
+    nvJPEG buffers, ``hw_decoder_load``, ``affine``). ``benchmarks/gpu_check.py --dali-variants``
+    measures alternatives."""
+
+    read_ahead: int = 1
+    queue: int = 2
+    decoder: dict = field(default_factory=dict)
+
+
+TUNING = Tuning()  # what every DaliLoader uses
 
 
 @dataclass(frozen=True)
@@ -237,7 +254,7 @@ class DaliLoader:
         with ThreadPoolExecutor(self.num_threads) as pool:
             for batch in batches:
                 ahead.append((batch, [pool.submit(self._read, item) for item in batch]))
-                if len(ahead) > 1:
+                if len(ahead) > TUNING.read_ahead:
                     yield self._give(*ahead.popleft(), pending)
             while ahead:
                 yield self._give(*ahead.popleft(), pending)
@@ -292,13 +309,13 @@ class DaliLoader:
             num_threads=self.num_threads,
             device_id=self.device_id,
             seed=seed,
-            prefetch_queue_depth=2,
+            prefetch_queue_depth=TUNING.queue,
         )
         def pipeline():
             encoded, labels = fn.external_source(
                 source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64]
             )
-            return graph(self.recipe, encoded, decode_device), labels
+            return graph(self.recipe, encoded, decode_device, TUNING.decoder), labels
 
         return pipeline()
 

@@ -21,8 +21,9 @@ class Recipe:
     normalize: bool = True  # False: uint8 out (normalised on the device afterwards)
 
 
-def graph(recipe: Recipe, encoded, decode_device: str):
-    """The DALI operators from encoded files to (3, H, W) images, or (V, 3, H, W) views."""
+def graph(recipe: Recipe, encoded, decode_device: str, decoder: dict | None = None):
+    """The DALI operators from encoded files to (3, H, W) images, or (V, 3, H, W) views;
+    ``decoder``: more keyword arguments for DALI's decoder (how it runs, not what it does)."""
     from nvidia.dali import fn, types
 
     size = recipe.image_size
@@ -34,11 +35,14 @@ def graph(recipe: Recipe, encoded, decode_device: str):
             random_area=list(recipe.crop_scale),
             random_aspect_ratio=[3 / 4, 4 / 3],
             num_attempts=10,
+            **(decoder or {}),
         )
         images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
         window: dict = {}
     else:
-        images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB)
+        images = fn.decoders.image(
+            encoded, device=decode_device, output_type=types.RGB, **(decoder or {})
+        )
         if recipe.train and recipe.crop == "vgg":
             low, high = recipe.scale_jitter
             shorter = fn.random.uniform(values=[float(s) for s in range(low, high + 1)])
