@@ -45,9 +45,11 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     assert gpu_check.main([*small, *jpegs, "--only", "workers"]) == 0
     written = (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns
     dali = importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali")
-    loader = [*small, *jpegs, "--only", "loader", "--loader-batches", "2"]
+    loader = [*small, *jpegs, "--only", "loader", "--loader-batches", "2",
+              "--dali-variants", "read_ahead=2;reader"]  # fmt: skip
     assert gpu_check.main(loader) == (0 if dali else 1)
-    assert gpu_check.main([*small, *jpegs, "--only", "dali"]) == (0 if dali else 1)
+    tuned = ["--only", "dali", "--dali-tuning", "queue=3"]
+    assert gpu_check.main([*small, *jpegs, *tuned]) == (0 if dali else 1)
     assert (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns == written  # (reused)
 
     assert gpu_check.main([*small, "--only", "tests", "--tests-k", "bf16"]) == 0
@@ -59,9 +61,10 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "check.jsonl").read_text().splitlines()]
     assert [row.get("variant", row.get("facts", "tests")) for row in rows] == [
         "eager", "jpeg", "workers (auto)", "jpeg", "workers alone (no training)",
-        "dali alone (no training)", "jpeg", "dali", "tests"]  # fmt: skip
+        "dali alone (no training)", "dali alone (no training), read_ahead=2",
+        "dali alone (no training), reader", "jpeg", "dali (queue=3)", "tests"]  # fmt: skip
     # a loader alone: the 2 batches of 4 after the warm-up batch, over the time they took
-    for row in rows[4 : 6 if dali else 5]:
+    for row in rows[4 : 8 if dali else 5]:
         assert row["images_per_s"] * row["wall_s"] == pytest.approx(8)
         assert row["step_ms"] == pytest.approx(1000 * row["wall_s"] / 2)
     assert table_row(report, "-", "JPEG", "workers alone (no training)")[5] == "-"
@@ -73,7 +76,7 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     workers = table_row(report, "resnet50", "JPEG", "workers (auto)")
     assert float(workers[3].replace(",", "")) > 0
     assert "18 generated 500x375 JPEGs" in report
-    dali_row = table_row(report, "resnet50", "JPEG", "dali")
+    dali_row = table_row(report, "resnet50", "JPEG", "dali (queue=3)")
     assert (float(dali_row[3].replace(",", "")) > 0) if dali else "not installed" in dali_row[3]
     # the cost table: each ResNet-50 recipe's GPU-hours from the measured images/s
     recipe = table_row(report, "resnet50_he2016", "resnet50")
@@ -82,6 +85,17 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     assert recipe[2] == str(epochs) and recipe[3] == eager[3]
     assert float(recipe[4].replace(",", "")) == pytest.approx(hours, rel=0.01)
     assert "vgg16_simonyan2014" not in report  # (no vgg16 figure: no row)
+
+
+def test_dali_tunings_are_read_as_written(gpu_check):
+    from cnnzoo.data import dali
+
+    tuning = gpu_check.tuning_of("read_ahead=3,queue=4,hw_decoder_load=1.0,affine=false,reader")
+    assert tuning == dali.Tuning(3, 4, {"hw_decoder_load": 1.0, "affine": False})
+    shipped = dali.TUNING
+    with gpu_check.dali_tuned("queue=5"):
+        assert dali.TUNING.queue == 5
+    assert dali.TUNING is shipped
 
 
 def test_a_failing_run_is_a_row_and_the_check_fails(gpu_check, tmp_path, capsys):

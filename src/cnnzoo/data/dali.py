@@ -28,17 +28,16 @@ import ctypes
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from cnnzoo.data.dali_feed import Encoded, Inputs
 from cnnzoo.data.dali_graph import Recipe, graph
-from cnnzoo.data.images import BadImageError, decode_bytes, skip_or_raise
-from cnnzoo.data.index import SplitIndex
-from cnnzoo.data.loading import SeededSampler, sample_seed
+from cnnzoo.data.loading import sample_seed
 from cnnzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -104,65 +103,18 @@ class Tuning:
 TUNING = Tuning()  # what every DaliLoader uses
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """One image for DALI: ``name`` says where it came from (and keys the skip list)."""
-
-    name: str
-    label: int
-    read: Callable[[], np.ndarray]  # its encoded bytes
-
-
-class FolderFeed:
-    """A rank's batches of files of a ``SplitIndex`` in a ``SeededSampler``'s order, and the
-    position in the epoch (as ``ResumableDataLoader`` keeps it)."""
-
-    def __init__(
-        self, index: SplitIndex, sampler: SeededSampler, batch_size: int, drop_last: bool
-    ) -> None:
-        self.index, self.sampler = index, sampler
-        self.batch_size, self.drop_last = batch_size, drop_last
-        self.consumed = 0  # batches of the current pass handed out
-
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
-    def batches(self) -> Iterator[list[Encoded]]:
-        """This pass's batches (after a resume's skip); ``consumed`` is set at once."""
-        self.consumed = self.sampler.pending_skip() // self.batch_size
-        order = [index for index, _ in self.sampler]
-        size = self.batch_size
-        starts = range(0, len(order) - size + 1 if self.drop_last else len(order), size)
-        return ([self._item(i) for i in order[start : start + size]] for start in starts)
-
-    def _item(self, i: int) -> Encoded:
-        path = self.index.path(i)
-        return Encoded(path, int(self.index.targets[i]), lambda: np.fromfile(path, np.uint8))
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.consumed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
-
-
 class DaliLoader:
     """Batches of (images, labels) decoded and augmented by DALI, for one rank and split.
 
     An iterable like a DataLoader: ``len`` batches per epoch, ``sampler`` (Lightning sets its
     epoch), and the position in the epoch through ``state_dict``/``load_state_dict`` (saved in
     Lightning's checkpoints), all the ``feed``'s, which says which images each batch holds
-    (``FolderFeed``; ``cnnzoo.data.shards.ShardFeed``). Each pass builds its own pipeline; the
-    images come out on the decoding GPU (or the CPU).
+    (``cnnzoo.data.dali_feed.FolderFeed``, ``cnnzoo.data.shards.ShardFeed``). Each pass builds
+    its own pipeline; the images come out on the decoding GPU (or the CPU).
 
     Args:
         device_id: the CUDA device to decode on, or None for DALI's CPU backend.
-        num_threads: DALI's CPU threads (and the file readers').
+        num_threads: DALI's CPU threads (they read the files too).
         on_bad_file: ``error``: a file DALI cannot decode stops the run, naming it; ``skip``:
             it is left out of its batch and appended to ``skip_log``.
         seed: with the epoch, the rank and the batch a pass starts at, seeds DALI's draws.
@@ -184,10 +136,10 @@ class DaliLoader:
         self.feed, self.recipe = feed, recipe
         self.device_id, self.seed, self.rank = device_id, seed, rank
         self.num_threads = max(1, num_threads)
-        self.on_bad_file, self.skip_log, self.remedy = on_bad_file, skip_log, remedy
+        self.inputs = Inputs(on_bad_file, skip_log, remedy)
+        self.paths = getattr(feed, "gives_paths", False)  # DALI reads the files itself
         self.sampler = getattr(feed, "sampler", None)  # Lightning sets its epoch
         self.batch_sampler = None  # (what Lightning asks of a DataLoader-like iterable)
-        self.skipped: set[str] = set()  # names left out (on_bad_file=skip)
 
     def __len__(self) -> int:
         return len(self.feed)
@@ -202,7 +154,7 @@ class DaliLoader:
         batches = self.feed.batches()  # (sets the feed's position: a resume's skip)
         epoch, first, done = self.feed.epoch, self.feed.consumed, 0
         pending: deque[list[Encoded]] = deque()  # given to DALI, not yet handed out
-        ahead: deque[tuple[list[Encoded], list[Future]]] = deque()  # being read, not yet given
+        ahead: deque[tuple[list[Encoded], Future]] = deque()  # being prepared, not yet given
         while True:
             seed = sample_seed(self.seed, epoch, -2 - self.rank) + first + done
             source = itertools.chain(list(pending), [batch for batch, _ in ahead], batches)
@@ -218,12 +170,12 @@ class DaliLoader:
             except DataError:
                 raise
             except Exception as e:  # DALI's error for a file it cannot decode names no file
-                self._handle_failure(e, list(itertools.chain.from_iterable(pending)))
+                self.inputs.find_bad(e, list(itertools.chain.from_iterable(pending)))
                 # then a new pipeline goes on with the batches not handed out
 
     def _run(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque, seed: int):
         """Run one pipeline over ``batches``; ``pending`` collects the batches given to it,
-        ``ahead`` the one being read before it is given (with its reads)."""
+        ``ahead`` those being prepared before they are given."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         pipe = self._pipeline(self._feed(batches, pending, ahead), seed)
@@ -248,55 +200,26 @@ class DaliLoader:
                 pipe._shutdown()
 
     def _feed(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque):
-        """The encoded images and labels of each batch, read by a pool of threads while DALI
-        works on the batch before (the training loop's thread only hands them over); files
-        that cannot be read, or that DALI could not decode before, under the bad-file policy."""
-        with ThreadPoolExecutor(self.num_threads) as pool:
+        """What DALI is given of each batch (``Inputs.prepare``), made in a thread while DALI
+        works on the batch before (the training loop's thread only hands it over)."""
+        with ThreadPoolExecutor(TUNING.read_ahead) as pool:
             for batch in batches:
-                ahead.append((batch, [pool.submit(self._read, item) for item in batch]))
+                ahead.append((batch, pool.submit(self.inputs.prepare, batch)))
                 if len(ahead) > TUNING.read_ahead:
                     yield self._give(*ahead.popleft(), pending)
             while ahead:
                 yield self._give(*ahead.popleft(), pending)
 
-    def _give(self, batch: list[Encoded], reads: list[Future], pending: deque) -> tuple:
-        kept = [(item, data) for item, read in zip(batch, reads, strict=True)
-                if (data := read.result()) is not None]  # fmt: skip
+    def _give(self, batch: list[Encoded], prepared: Future, pending: deque) -> tuple:
+        kept = prepared.result()
         if not kept:
             raise DataError(
                 f"all {len(batch)} images of a batch were unreadable (e.g. "
-                f"{batch[0].name}); {self.remedy}"
+                f"{batch[0].name}); {self.inputs.remedy}"
             )
         pending.append([item for item, _ in kept])
         labels = [np.array([item.label], dtype=np.int64) for item, _ in kept]
         return [data for _, data in kept], labels
-
-    def _read(self, item: Encoded) -> np.ndarray | None:
-        """The image's bytes as DALI may take them; None for one left out (``skip``).
-
-        DALI (2.4) crashes the process shutting down a pipeline whose JPEG parser met a broken
-        header, so only whole-looking JPEGs and PNGs go to it as they are; anything else is
-        decoded here first (a bad file under the policy; a GIF, BMP or a JPEG without its end
-        marker that decodes, as a lossless PNG of what the worker pipeline would see)."""
-        if item.name in self.skipped:
-            return None
-        try:
-            data = item.read()
-            if looks_whole(data):
-                return data
-            image = decode_bytes(data.tobytes(), item.name, "torchvision")
-        except OSError as e:
-            self._bad(item, BadImageError(item.name, f"{type(e).__name__}: {e}"))
-            return None
-        except BadImageError as e:
-            self._bad(item, e)
-            return None
-        return as_png(image)
-
-    def _bad(self, item: Encoded, error: BadImageError) -> None:
-        skip_or_raise(error, self.on_bad_file, self.skip_log, self.remedy)
-        self.skipped.add(item.name)
-        log.warning("skipped %s (%s)", error.path, error.reason)
 
     def _pipeline(self, source, seed: int):
         dali = import_dali()
@@ -315,53 +238,11 @@ class DaliLoader:
             encoded, labels = fn.external_source(
                 source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT64]
             )
+            if self.paths:
+                encoded = fn.io.file.read(encoded)
             return graph(self.recipe, encoded, decode_device, TUNING.decoder), labels
 
         return pipeline()
-
-    def _handle_failure(self, error: Exception, suspects: list[Encoded]) -> None:
-        """Find the images DALI could not decode among those it was given: refuse them
-        (``error``) naming them, or leave them out from now on (``skip``). None found: the
-        DALI error, with some of those files to check."""
-        bad = []
-        for item in suspects:
-            try:
-                decode_bytes(item.read().tobytes(), item.name, "torchvision")
-            except BadImageError as e:
-                bad.append((item, e))
-            except OSError as e:
-                bad.append((item, BadImageError(item.name, f"{type(e).__name__}: {e}")))
-        if not bad:
-            names = [item.name for item in suspects]
-            raise DataError(
-                f"DALI failed on a batch of {names[:3]}... ({len(names)} images; "
-                f"{' '.join(str(error).split())[:300]}). Check them with `python -m "
-                "cnnzoo.data.verify`, or use data.loader=workers."
-            ) from None
-        for item, e in bad:
-            self._bad(item, e)
-
-
-JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
-PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
-
-
-def looks_whole(data: np.ndarray) -> bool:
-    """Whether the bytes are a JPEG or PNG with its start and end markers (a truncated file, an
-    HTML page or an empty file is not)."""
-    head, tail = data[:8].tobytes(), data[-64:].tobytes()
-    if head.startswith(JPEG_START):
-        return JPEG_END in tail
-    return head == PNG_START and PNG_END in tail
-
-
-def as_png(image) -> np.ndarray:
-    """A decoded image (uint8 tensor or PIL image) as PNG bytes for DALI."""
-    from torchvision.io import encode_png
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    tensor = image if isinstance(image, torch.Tensor) else pil_to_tensor(image)
-    return encode_png(tensor).numpy()
 
 
 _PARKED: list = []  # failed DALI pipelines, never shut down (see ``_park``)

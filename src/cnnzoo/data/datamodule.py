@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cnnzoo.data import dali, pipelines
+from cnnzoo.data import dali, dali_feed, pipelines
 from cnnzoo.data.images import IndexedImages
 from cnnzoo.data.index import SplitIndex
 from cnnzoo.data.options import DataOptions
@@ -260,7 +260,7 @@ class ImageFolderDataModule(ImageDataModule):
         }
 
     def _feed(self, split: str, sampler, batch: int, train: bool):
-        return dali.FolderFeed(self.datasets[split].index, sampler, batch, drop_last=train)
+        return dali_feed.FolderFeed(self.datasets[split].index, sampler, batch, drop_last=train)
 
     def class_names(self) -> list[str]:
         if not self.is_set_up() and (names := self.tree.known_names()) is not None:

@@ -310,7 +310,7 @@ class ShardFeed(ShardPosition):
 
     def batches(self) -> Iterator[list]:
         """This pass's batches (after a resume's skip); the position is set at once."""
-        from cnnzoo.data.dali import Encoded
+        from cnnzoo.data.dali_feed import Encoded
 
         epoch, given = self.start_pass()
         stream = self.stream
