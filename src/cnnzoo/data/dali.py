@@ -1,8 +1,9 @@
 """``data.loader=dali``: NVIDIA DALI decodes and augments the images, on the GPU.
 
-The CPU only reads files; DALI decodes them with nvJPEG ("mixed" device) and crops, resizes,
-flips and normalises on the GPU in one fused pipeline, as NVIDIA's and MLPerf's ImageNet
-trainers do. On a machine without a CUDA GPU the same pipeline runs on DALI's CPU backend.
+DALI's CPU threads read the files (``cnnzoo.data.dali_feed`` gives it their paths, checked);
+DALI decodes them with nvJPEG ("mixed" device) and crops, resizes, flips and normalises on the
+GPU in one fused pipeline, as NVIDIA's and MLPerf's ImageNet trainers do. On a machine
+without a CUDA GPU the same pipeline runs on DALI's CPU backend.
 
 What stays as with the worker pipeline (``data.loader=workers``), because the same parts decide
 it: the files, labels and class order (the same checked index), the global batch, each rank's
