@@ -12,7 +12,9 @@ Its stages (``--only``, all by default), in this order:
   warm-up steps left out), global batch 256, 16-mixed, channels_last, each model at its
   paper's input size; ``compiled``: the first model with ``model.compile=true``.
 - ``loader``: each input pipeline alone (workers, then DALI), no training: the images/s it
-  supplies, each batch on the GPU and waited for, over the same JPEGs as the next stages. With
+  supplies, each batch on the GPU and waited for, over the same JPEGs as the next stages, and
+  its pass start (the seconds to the first batch); ``--dali-variants``: DALI with other
+  settings too (``cnnzoo.data.dali.Tuning``; ``reader``: fed by DALI's own file reader). With
   the ``dali`` stage's figure it tells a loader too slow to feed the GPU from one whose work on
   the GPU slows the training step.
 - ``workers`` and ``dali``: ResNet-50 on generated ImageNet-sized JPEGs (500x375, about
@@ -215,12 +217,12 @@ def jpeg_rows(loader: str, label: str):
                      "error": "not run: NVIDIA DALI is not installed"}]  # fmt: skip
         root, facts = jpeg_tree(args, tmp)
         runs = [
-            *common,
             *jpeg_data(root, args, loader),
             "trainer.max_epochs=2",
             "trainer.limit_val_batches=1",
             f"callbacks.throughput.warmup_steps={args.warmup}",
         ]
+        runs = with_overrides(runs, common)  # (--set trainer.max_epochs=1 replaces the 2)
         tuning = args.dali_tuning if loader == "dali" else ""
         with dali_tuned(tuning):
             row = measure(label + (f" ({tuning})" if tuning else ""), "resnet50", "JPEG", runs,
@@ -251,31 +253,34 @@ def supply(loader: str, root: Path, args, common: list[str], tuning: str = "") -
         with dali_tuned(tuning):  # (DALI builds its pipeline when the first batch is asked)
             source = datamodule.train_dataloader()
             source = dali_reader(source) if "reader" in tuning.split(",") else source
-            images, batches, seconds = timed(source, datamodule, device, args)
+            images, batches, seconds, first = timed(source, datamodule, device, args)
         if not images:
             raise RuntimeError(f"{batches} batches, none past the warm-up: more --train-per-class")
         row.update(images_per_s=images / seconds, step_ms=1000 * seconds / (batches - args.warmup),
-                   data_wait=None, wall_s=seconds)  # fmt: skip
+                   data_wait=None, wall_s=seconds, pass_start_s=first)  # fmt: skip
     except Exception as e:
         row["error"] = repr(e)[:200]
     print(json.dumps(row), flush=True)
     return row
 
 
-def timed(source, datamodule, device: torch.device, args) -> tuple[int, int, float]:
-    """Images and batches taken from ``source`` after the warm-up, and the seconds they took."""
+def timed(source, datamodule, device: torch.device, args) -> tuple[int, int, float, float]:
+    """Images and batches taken from ``source`` after the warm-up, the seconds they took, and
+    the seconds to the first batch (the pass's start: DALI builds a pipeline for each pass)."""
     started, images, batches = time.perf_counter(), 0, 0
     for batches, (x, y) in enumerate(source, 1):
         x = datamodule.on_after_batch_transfer((x.to(device), y.to(device)), 0)[0]
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if batches == 1:
+            first = time.perf_counter() - started
         if batches == args.warmup:
             started, images = time.perf_counter(), 0
         elif batches > args.warmup:
             images += len(x)
         if batches == args.warmup + args.loader_batches:
             break
-    return images, batches, time.perf_counter() - started
+    return images, batches, time.perf_counter() - started, first
 
 
 def loader_rows(args, common: list[str], tmp: Path) -> list[dict]:
@@ -438,16 +443,17 @@ def report(rows: list[dict], common: list[str]) -> str:
         f"Each run: {' '.join(common)}. JPEG: {facts.get('jpegs', 0):,} generated 500x375 JPEGs "
         f"(mean {facts.get('jpeg_kb', 0):.0f} kB), 2 epochs from the page cache.",
         "",
-        "| model | input | variant | images/s | ms/step | data wait | run wall s |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| model | input | variant | images/s | ms/step | data wait | run wall s | pass start s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['input']} | {r['variant']} | {r['error']} | | | |")
+            lines.append(f"| {r['model']} | {r['input']} | {r['variant']} | {r['error']} | | | | |")
             continue
+        start = f"{r['pass_start_s']:.2f}" if "pass_start_s" in r else "-"
         lines.append(
             f"| {r['model']} | {r['input']} | {r['variant']} | {r['images_per_s']:,.0f} "
-            f"| {r['step_ms']:.1f} | {wait(r['data_wait'])} | {r['wall_s']:.0f} |"
+            f"| {r['step_ms']:.1f} | {wait(r['data_wait'])} | {r['wall_s']:.0f} | {start} |"
         )
     lines += [
         "",

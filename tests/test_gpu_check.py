@@ -36,13 +36,18 @@ def table_row(report: str, *cells: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
+def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path, monkeypatch):
     out = tmp_path / "check.md"
     small = ["--out", str(out), "--batch-size", "4", "--warmup", "1", *CPU]
     synthetic = ["--only", "synthetic", "--models", "resnet50", "--steps", "3"]
     assert gpu_check.main([*small, *synthetic]) == 0
     jpegs = ["--classes", "3", "--train-per-class", "6", "--jpegs", str(tmp_path / "jpegs")]
-    assert gpu_check.main([*small, *jpegs, "--only", "workers"]) == 0
+    one_epoch = ["--only", "workers", "--set", "trainer.max_epochs=1"]
+    runs, train_run = [], gpu_check.train_run
+    monkeypatch.setattr(gpu_check, "train_run", lambda o, out: runs.append(o) or train_run(o, out))
+    assert gpu_check.main([*small, *jpegs, *one_epoch]) == 0
+    assert gpu_check.compose_cfg(runs[0]).trainer.max_epochs == 1  # (--set replaces the 2)
+    monkeypatch.undo()
     written = (tmp_path / "jpegs" / "facts.json").stat().st_mtime_ns
     dali = importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali")
     loader = [*small, *jpegs, "--only", "loader", "--loader-batches", "2",
@@ -67,6 +72,10 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path):
     for row in rows[4 : 8 if dali else 5]:
         assert row["images_per_s"] * row["wall_s"] == pytest.approx(8)
         assert row["step_ms"] == pytest.approx(1000 * row["wall_s"] / 2)
+        assert 0 < row["pass_start_s"] < 60  # (the seconds to its first batch)
+    start = table_row(report, "-", "JPEG", "workers alone (no training)")[7]
+    assert start == f"{rows[4]['pass_start_s']:.2f}"
+    assert table_row(report, "resnet50", "JPEG", "workers (auto)")[7] == "-"
     assert table_row(report, "-", "JPEG", "workers alone (no training)")[5] == "-"
     if not dali:
         assert "not installed" in rows[5]["error"]
