@@ -189,3 +189,37 @@ def _shares(dm, epoch):
     for sampler in samplers:
         sampler.set_epoch(epoch)
     return samplers
+
+
+@pytest.mark.parametrize("loader", ["workers", "dali"])
+def test_file_names_in_any_encoding_are_read_and_named(cache_dir, tmp_path, loader):
+    """A name that is not UTF-8 (copied from an old Windows or Latin-1 disk) crashed the index;
+    it is indexed, cached, read by either loader and, when the file is bad, listed by its name."""
+    import os
+
+    if loader == "dali":
+        pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from cnnzoo.data import SampleDataModule
+
+    root = tmp_path / "tree é"
+    shutil.copytree(next(cache_dir.glob("sample_*")), root)
+    folder = sorted((root / "train").iterdir())[1]
+    files = sorted(folder.iterdir())
+    files[0].rename(folder / "çà 0.JPEG")
+    os.rename(files[1], os.fsencode(folder) + b"/latin1 \xe9t\xe9.JPEG")  # (no UTF-8 name)
+    bad = os.fsencode(folder) + b"/broken \xff.JPEG"
+    os.rename(files[2], bad)
+    Path(os.fsdecode(bad)).write_bytes(files[3].read_bytes()[:300])
+
+    def run() -> tuple[int, list]:
+        dm = SampleDataModule(str(root), num_classes=10, batch_size=8, num_workers=0,
+                              image_size=32, eval_resize=36, loader=loader, on_bad_file="skip",
+                              index_cache=str(tmp_path / "cache"), train_per_class=8,
+                              val_per_class=2)  # fmt: skip
+        dm.setup("fit")
+        place(dm)
+        return sum(len(labels) for _, labels in dm.train_dataloader()), dm.new_skipped("train")
+
+    for _ in range(2):  # (built, then read back from the index cache)
+        images, skipped = run()
+        assert images == 79 and [path for path, _ in skipped] == [os.fsdecode(bad)]

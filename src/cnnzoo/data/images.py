@@ -244,7 +244,7 @@ def skip_bad_collate(items: list):
 
 def record_skipped(log: Path, path: str, reason: str) -> None:
     """Append one line; O_APPEND keeps lines from several DataLoader workers whole."""
-    line = f"{path}\t{' '.join(reason.split())}\n".encode()
+    line = f"{path}\t{' '.join(reason.split())}\n".encode(errors="surrogateescape")  # (any name)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -256,5 +256,5 @@ def read_skipped(log: Path | None, seen: int = 0) -> list[tuple[str, str]]:
     """(path, reason) of the files skipped so far, after the first ``seen``."""
     if log is None or not log.is_file():
         return []
-    lines = log.read_text().splitlines()[seen:]
+    lines = log.read_text(errors="surrogateescape").splitlines()[seen:]
     return [tuple(line.split("\t", 1)) for line in lines]

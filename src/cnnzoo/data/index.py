@@ -43,7 +43,7 @@ class SplitIndex:
     folder: str
     classes: tuple[str, ...]
     targets: np.ndarray  # int32, class index of each file
-    blob: np.ndarray  # uint8, the UTF-8 relative paths ("<class>/<file>") back to back
+    blob: np.ndarray  # uint8, the relative paths ("<class>/<file>") in the OS's bytes, back to back
     offsets: np.ndarray  # int64, len + 1: path i is blob[offsets[i]:offsets[i + 1]]
     other_files: int = 0  # files that are not images (by extension), not indexed
     other_examples: tuple[str, ...] = ()  # the first few of them ("<class>/<file>")
@@ -52,7 +52,7 @@ class SplitIndex:
         return len(self.targets)
 
     def relpath(self, i: int) -> str:
-        return self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
+        return os.fsdecode(self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes())
 
     def path(self, i: int) -> str:
         return os.path.join(self.folder, self.relpath(i))
@@ -192,7 +192,7 @@ def scan(folder: Path) -> SplitIndex:
                     skipped.append(entry.path)
                     continue
                 seen_files.add(identity)
-                paths.append(os.path.join(rel, file).encode())
+                paths.append(os.fsencode(os.path.join(rel, file)))  # (any name the OS has)
                 targets.append(target)
     if skipped:
         log.warning(
@@ -225,7 +225,7 @@ def fingerprint(folder: Path, classes: tuple[str, ...]) -> dict:
 
 
 def cache_file(folder: Path, cache_dir: Path) -> Path:
-    key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha1(os.fsencode(folder.resolve())).hexdigest()[:16]
     return cache_dir / f"{folder.name}-{key}.npz"
 
 
