@@ -312,6 +312,7 @@ def test_a_run_trains_tests_and_records_with_dali(cache_dir, tmp_path, offline_e
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "finished" and results["epochs"] == 2
+    assert results["decoding"] == "dali"
     assert {"test/acc_top1", "val/acc_top5", "train/loss"} <= results["metrics"].keys()
     assert results["val_history"][0]["epoch"] == 0
     from cnnzoo.tasks.evaluate import run_eval  # scores with the worker pipeline

@@ -2,6 +2,7 @@
 predict like JPEGs, with every decoder."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_phone_photos_train_evaluate_and_predict(tmp_path):
     assert "cat" in line and "dog" in line
 
 
-def test_where_torchcodec_does_not_load_torchvision_decodes(tmp_path, monkeypatch):
+def test_where_torchcodec_does_not_load_torchvision_decodes(tmp_path, monkeypatch, caplog):
     """TorchCodec's library is built for one torch release: on another (a cluster's image) it
     may not load, and ``data.decoder=torchcodec`` then decodes as ``torchvision`` did."""
     import sys
@@ -107,6 +108,10 @@ def test_where_torchcodec_does_not_load_torchvision_decodes(tmp_path, monkeypatc
         assert len(calls) == 1 and isinstance(decoded, torch.Tensor)  # torchvision's decoder
         heic = next(p for p in photos if p.suffix == ".heic")
         assert load_image(str(heic), "torchcodec").shape == (3, 48, 64)  # (then PIL's)
+        with caplog.at_level(logging.WARNING, logger="cnnzoo.data.datamodule"):
+            dm = tiny_datamodule(tmp_path, num_classes=None, wnids=None, decoder="torchcodec")
+        assert dm.decoding() == "torchvision"  # (and the run's record says so)
+        assert "TorchCodec's library does not load" in caplog.text
     finally:
         monkeypatch.undo()
         images.torchcodec_loads.cache_clear()

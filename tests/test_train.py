@@ -7,6 +7,7 @@ import pytest
 from helpers import ROOT, compose_train, run_train, tiny_overrides
 from omegaconf import OmegaConf
 
+from cnnzoo.data import images
 from cnnzoo.tasks.train import train
 
 METRICS = [
@@ -28,6 +29,7 @@ def test_fast_dev_run_through_the_real_config(cache_dir, tmp_path, offline_env):
     value = train(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"] == "resnet18"
+    assert results["decoding"] == images.decoder_in_use("torchcodec")  # (what really decoded)
     assert set(METRICS) <= set(results["metrics"])
     assert value == results["metrics"]["val/acc_top1"] == results["optimized_metric_value"]
     assert 0.0 <= value <= 1.0

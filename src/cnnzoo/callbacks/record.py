@@ -182,6 +182,7 @@ def finished_fields(
             global_batch, trainer.world_size, trainer.accumulate_grad_batches
         ),
         "world_size": trainer.world_size,
+        "decoding": getattr(trainer.datamodule, "decoding", lambda: None)(),  # (what decoded)
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(wall_time, 2),

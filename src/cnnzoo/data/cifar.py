@@ -87,6 +87,9 @@ class CIFARDataModule(ImageDataModule):
         )
         self.cifar_eval_tf = v2.Compose(tail)
 
+    def decoding(self) -> None:
+        return None  # (arrays in memory: nothing is decoded)
+
     def _missing(self, error: Exception) -> DataError:
         cls = self.dataset_class
         return DataError(

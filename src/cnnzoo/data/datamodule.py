@@ -8,6 +8,7 @@ placement from the trainer, worker processes or DALI, the bad-file log).
 """
 
 import copy
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnzoo.data import dali, dali_feed, pipelines
-from cnnzoo.data.images import IndexedImages
+from cnnzoo.data.images import IndexedImages, decoder_in_use
 from cnnzoo.data.index import SplitIndex
 from cnnzoo.data.options import DataOptions
 from cnnzoo.data.pipelines import Placement, SkipLog
@@ -31,6 +32,8 @@ from cnnzoo.data.transforms import (
 )
 from cnnzoo.data.tree import ImageTree, Splits
 from cnnzoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -55,6 +58,17 @@ class ImageDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Any] = {}
         self.skip_logs: dict[str, SkipLog] = {}  # per split (on_bad_file=skip)
         self.placement_override: Placement | None = None  # (tests: a placement, no trainer)
+        if self.decoding() not in (self.loading.decoder, "dali", None):
+            log.warning(
+                "data.decoder=%s: TorchCodec's library does not load with torch %s here; "
+                "torchvision's decoder decodes instead (the same pixels on every JPEG tried)",
+                self.loading.decoder, torch.__version__,
+            )  # fmt: skip
+
+    def decoding(self) -> str | None:
+        """What decodes this run's images (its record says): ``dali``, or the decoder in use
+        (``data.decoder``, or torchvision's where TorchCodec does not load); None: no files."""
+        return "dali" if self.loading.loader == "dali" else decoder_in_use(self.loading.decoder)
 
     # -- what the source provides ----------------------------------------------------------------
 

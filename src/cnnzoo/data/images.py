@@ -111,11 +111,9 @@ def decode_bytes(data: bytes, name: str, decoder: str = DEFAULT_DECODER):
     (by their first bytes) go to torchvision's decoder; its PNG decoder kills the process on
     a PNG whose image data ends early (libpng's error, then a segmentation fault), so PNGs and
     every other format are PIL's, which raises instead (and gives a uint8 tensor too)."""
-    if decoder == "torchcodec":
-        if not torchcodec_loads():
-            decoder = "torchvision"  # (its library does not load with this torch: as before)
-        elif (image := _torchcodec_rgb(data)) is not None:
-            return image
+    decoder = decoder_in_use(decoder)
+    if decoder == "torchcodec" and (image := _torchcodec_rgb(data)) is not None:
+        return image
     if decoder == "torchvision" and data[:3] == JPEG_MAGIC:
         try:
             with warnings.catch_warnings():
@@ -169,6 +167,12 @@ def torchcodec_loads() -> bool:
     except Exception:  # ImportError, OSError (undefined symbols), RuntimeError
         return False
     return True
+
+
+def decoder_in_use(decoder: str) -> str:
+    """The decoder that decodes for ``data.decoder=decoder``: torchvision's where TorchCodec's
+    library does not load (``torchcodec_loads``)."""
+    return "torchvision" if decoder == "torchcodec" and not torchcodec_loads() else decoder
 
 
 def skip_or_raise(error: BadImageError, on_bad_file: str, skip_log: Path | None, remedy: str):
