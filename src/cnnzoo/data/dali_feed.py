@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnzoo.data.images import BadImageError, decode_bytes, skip_or_raise
+from cnnzoo.data.images import BadImageError, decode_bytes, printable, skip_or_raise
 from cnnzoo.data.index import SplitIndex
 from cnnzoo.data.loading import SeededSampler
 from cnnzoo.errors import DataError
@@ -155,7 +155,7 @@ class Inputs:
             except OSError as e:
                 bad.append((item, BadImageError(item.name, f"{type(e).__name__}: {e}")))
         if not bad:
-            names = [item.name for item in suspects]
+            names = [printable(item.name) for item in suspects]
             raise DataError(
                 f"DALI failed on a batch of {names[:3]}... ({len(names)} images; "
                 f"{' '.join(str(error).split())[:300]}). Check them with `python -m "

@@ -25,8 +25,15 @@ from cnnzoo.errors import DataError
 
 class BadImageError(DataError):
     def __init__(self, path: str, reason: str) -> None:
+        path = printable(path)
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
+
+
+def printable(path: str) -> str:
+    """A path as text any log, JSON file or W&B takes: a name's bytes that are not UTF-8
+    (``os.fsdecode``'s surrogates) written as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -248,7 +255,7 @@ def skip_bad_collate(items: list):
 
 def record_skipped(log: Path, path: str, reason: str) -> None:
     """Append one line; O_APPEND keeps lines from several DataLoader workers whole."""
-    line = f"{path}\t{' '.join(reason.split())}\n".encode(errors="surrogateescape")  # (any name)
+    line = f"{printable(path)}\t{' '.join(reason.split())}\n".encode()
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -260,5 +267,5 @@ def read_skipped(log: Path | None, seen: int = 0) -> list[tuple[str, str]]:
     """(path, reason) of the files skipped so far, after the first ``seen``."""
     if log is None or not log.is_file():
         return []
-    lines = log.read_text(errors="surrogateescape").splitlines()[seen:]
+    lines = log.read_text().splitlines()[seen:]
     return [tuple(line.split("\t", 1)) for line in lines]
