@@ -132,8 +132,9 @@ class Inputs:
         if self._folder is None:
             self._folder = tempfile.mkdtemp(prefix="cnnzoo-dali-")
             weakref.finalize(self, shutil.rmtree, self._folder, True)
-        path = os.path.join(self._folder, f"{len(self.converted)}.png")
-        png.tofile(path)
+        fd, path = tempfile.mkstemp(suffix=".png", dir=self._folder)  # (a name of its own)
+        with os.fdopen(fd, "wb") as f:
+            f.write(png.tobytes())
         self.converted[name] = path
         return path
 
