@@ -271,6 +271,19 @@ def test_a_decoder_argument_reaches_dali(cache_dir, monkeypatch):
         list(sample(cache_dir, loader="dali").train_dataloader())
 
 
+def test_the_hardware_decoder_share_is_a_setting(cache_dir, monkeypatch):
+    """DALI says to find ``hw_decoder_load`` by measuring (1.0 supplied 21% more than its
+    default 0.65 on an H200): ``data.dali_hw_decoder_load`` sets it; null leaves DALI's."""
+    from cnnzoo.data import dali
+
+    given, graph = [], dali.graph
+    monkeypatch.setattr(dali, "graph", lambda *a: given.append(a[3]) or graph(*a))
+    for load in (1.0, None):
+        loader = sample(cache_dir, loader="dali", dali_hw_decoder_load=load).train_dataloader()
+        next(iter(loader))
+    assert given == [{"hw_decoder_load": 1.0}, {}]
+
+
 def test_bad_settings_are_one_clear_error(cache_dir, monkeypatch):
     with pytest.raises(ConfigError, match="data.auto_augment='randaugment'.*data.loader=workers"):
         sample(cache_dir, loader="dali", auto_augment="randaugment")

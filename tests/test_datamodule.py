@@ -142,6 +142,7 @@ def test_data_settings_are_sorted_into_typed_options_and_unknown_keys_named():
         (LoadingOptions, "decoder", "opencv", "data.decoder='opencv': choose one of"),
         (LoadingOptions, "on_bad_file", "ignore", "data.on_bad_file='ignore': choose one of"),
         (LoadingOptions, "dali_device", "tpu", "data.dali_device='tpu': choose one of"),
+        (LoadingOptions, "dali_hw_decoder_load", 1.5, "dali_hw_decoder_load=1.5: give a share"),
         (LoadingOptions, "num_workers", -1, "data.num_workers=-1: give a count >= 0 or auto"),
         (LoadingOptions, "batch_size", "32", "data.batch_size='32': give the global batch"),
         (RecipeOptions, "train_crop", "random", "data.train_crop='random': choose one of"),

@@ -95,8 +95,8 @@ class Tuning:
     DALI's ``prefetch_queue_depth``; ``decoder``: keyword arguments for DALI's image decoders
     (their nvJPEG buffers, ``hw_decoder_load``, ``affine``). ``benchmarks/gpu_check.py
     --dali-variants`` measures alternatives (on an H200, 2026-12-04: ``hw_decoder_load=1.0``
-    supplied 21% more than DALI's default 0.65 alone, 2% more in training; the others, within
-    noise: BENCHMARKS.md)."""
+    supplied 21% more than DALI's default 0.65 alone, 2% more in training, and is a setting,
+    ``data.dali_hw_decoder_load``; the others were within noise: BENCHMARKS.md)."""
 
     read_ahead: int = 1
     queue: int = 2
@@ -120,6 +120,7 @@ class DaliLoader:
         num_threads: DALI's CPU threads (they read the files too).
         on_bad_file: ``error``: a file DALI cannot decode stops the run, naming it; ``skip``:
             it is left out of its batch and appended to ``skip_log``.
+        hw_decoder_load: DALI's ``hw_decoder_load`` (None: ``TUNING``'s, else DALI's default).
         seed: with the epoch, the rank and the batch a pass starts at, seeds DALI's draws.
     """
 
@@ -132,6 +133,7 @@ class DaliLoader:
         seed: int,
         rank: int = 0,
         num_threads: int = 4,
+        hw_decoder_load: float | None = None,
         on_bad_file: str = "error",
         skip_log=None,
         remedy: str = "",
@@ -139,6 +141,7 @@ class DaliLoader:
         self.feed, self.recipe = feed, recipe
         self.device_id, self.seed, self.rank = device_id, seed, rank
         self.num_threads = max(1, num_threads)
+        self.hw_decoder_load = hw_decoder_load
         self.inputs = Inputs(on_bad_file, skip_log, remedy)
         self.paths = getattr(feed, "gives_paths", False)  # DALI reads the files itself
         self.sampler = getattr(feed, "sampler", None)  # Lightning sets its epoch
@@ -229,6 +232,9 @@ class DaliLoader:
         from nvidia.dali import fn, types
 
         decode_device = "cpu" if self.device_id is None else "mixed"
+        decoder = dict(TUNING.decoder)
+        if self.hw_decoder_load is not None:
+            decoder["hw_decoder_load"] = float(self.hw_decoder_load)
 
         @dali.pipeline_def(
             batch_size=self.feed.batch_size,
@@ -243,7 +249,7 @@ class DaliLoader:
             )
             if self.paths:
                 encoded = fn.io.file.read(encoded)
-            return graph(self.recipe, encoded, decode_device, TUNING.decoder), labels
+            return graph(self.recipe, encoded, decode_device, decoder), labels
 
         return pipeline()
 

@@ -159,6 +159,8 @@ class LoadingOptions:
     loader: ``workers`` (DataLoader worker processes) or ``dali`` (``cnnzoo.data.dali``).
     dali_device: where DALI decodes: ``auto`` (the trainer's GPU, else DALI's CPU backend),
         ``gpu`` or ``cpu``.
+    dali_hw_decoder_load: the share of JPEGs DALI's GPU decoder gives the GPU's hardware JPEG
+        decoder (A100, H100, H200, ...), 0 to 1; None: DALI's default (0.65).
     decoder: ``torchcodec`` or ``torchvision`` (decode_image into uint8 tensors), or ``pil``.
     on_bad_file: ``error`` or ``skip`` (skipped files are listed at the end of each epoch).
     shuffle_seed: with the epoch and the image, the order and each image's augmentation.
@@ -170,6 +172,7 @@ class LoadingOptions:
     shuffle_seed: int = 0
     loader: str = "workers"
     dali_device: str = "auto"
+    dali_hw_decoder_load: float | None = None
     decoder: str = DEFAULT_DECODER
     on_bad_file: str = "error"
 
@@ -179,6 +182,12 @@ class LoadingOptions:
             raise ConfigError(f"data.num_workers={self.num_workers!r}: give a count >= 0 or auto.")
         choice("loader", self.loader, LOADERS)
         choice("dali_device", self.dali_device, DALI_DEVICES)
+        load = self.dali_hw_decoder_load
+        if load is not None and not (is_number(load) and 0 <= load <= 1):
+            raise ConfigError(
+                f"data.dali_hw_decoder_load={load!r}: give a share from 0 to 1 (1: every JPEG to "
+                "the GPU's hardware decoder), or null for DALI's default."
+            )
         choice("decoder", self.decoder, DECODERS)
         choice("on_bad_file", self.on_bad_file, BAD_FILE_POLICIES)
 

@@ -147,6 +147,7 @@ def dali_loader(
         seed=loading.shuffle_seed,
         rank=placement.rank,
         num_threads=placement.workers(loading.num_workers),
+        hw_decoder_load=loading.dali_hw_decoder_load,
         on_bad_file=loading.on_bad_file,
         skip_log=skip_log.path if skip_log is not None else None,
         remedy=remedy,
