@@ -132,3 +132,27 @@ def test_each_image_seeds_only_the_cpu_generator(cache_dir, monkeypatch):
     assert torch.equal(dm.datasets["train"][(3, 99)][0], first)  # the seed decides
     assert not torch.equal(dm.datasets["train"][(3, 98)][0], first)
     assert calls == [] and torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.slow
+def test_a_process_leaving_with_workers_alive_exits():
+    """Workers ignore SIGTERM (``ignore_sigterm``: a signal to the process group is the
+    trainer's); multiprocessing's exit handler stops them with SIGTERM and waits, so a process
+    leaving mid-epoch (an error raised with the workers running) waited forever."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from torch.utils.data import DataLoader
+        from cnnzoo.data.loading import ignore_sigterm
+        loader = DataLoader(list(range(64)), batch_size=4, num_workers=2,
+                            worker_init_fn=ignore_sigterm, persistent_workers=True)
+        batches = iter(loader)
+        next(batches)
+        raise SystemExit(3)  # (the workers still running)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "killed by signal" not in proc.stderr

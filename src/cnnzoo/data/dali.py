@@ -143,6 +143,7 @@ class DaliLoader:
         self.num_threads = max(1, num_threads)
         self.hw_decoder_load = hw_decoder_load
         self.inputs = Inputs(on_bad_file, skip_log, remedy)
+        self._pool: ThreadPoolExecutor | None = None  # (made at the first pass)
         self.paths = getattr(feed, "gives_paths", False)  # DALI reads the files itself
         self.sampler = getattr(feed, "sampler", None)  # Lightning sets its epoch
         self.batch_sampler = None  # (what Lightning asks of a DataLoader-like iterable)
@@ -184,7 +185,8 @@ class DaliLoader:
         ``ahead`` those being prepared before they are given."""
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        pipe = self._pipeline(self._feed(batches, pending, ahead), seed)
+        feed = self._feed(batches, pending, ahead)
+        pipe = self._pipeline(feed, seed)
         failed = False
         try:
             pipe.build()
@@ -204,17 +206,23 @@ class DaliLoader:
         finally:  # done, or the consumer stopped early (limit_*_batches): its threads stop now
             if not failed:
                 pipe._shutdown()
+            feed.close()  # (here, in the consumer's thread: see _feed)
 
     def _feed(self, batches: Iterator[list[Encoded]], pending: deque, ahead: deque):
         """What DALI is given of each batch (``Inputs.prepare``), made in a thread while DALI
-        works on the batch before (the training loop's thread only hands it over)."""
-        with ThreadPoolExecutor(TUNING.read_ahead) as pool:
-            for batch in batches:
-                ahead.append((batch, pool.submit(self.inputs.prepare, batch)))
-                if len(ahead) > TUNING.read_ahead:
-                    yield self._give(*ahead.popleft(), pending)
-            while ahead:
+        works on the batch before (the training loop's thread only hands it over).
+
+        The threads are the loader's, not this generator's: a pass given up early (a consumer
+        that takes one batch) leaves this generator to the garbage collector, which may close
+        it in any thread, a DALI thread too; joining threads there deadlocked a test run."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(TUNING.read_ahead, "cnnzoo-dali-feed")
+        for batch in batches:
+            ahead.append((batch, self._pool.submit(self.inputs.prepare, batch)))
+            if len(ahead) > TUNING.read_ahead:
                 yield self._give(*ahead.popleft(), pending)
+        while ahead:
+            yield self._give(*ahead.popleft(), pending)
 
     def _give(self, batch: list[Encoded], prepared: Future, pending: deque) -> tuple:
         kept = prepared.result()

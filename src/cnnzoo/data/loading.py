@@ -16,7 +16,10 @@ stores it in the checkpoint's loop state); resuming mid-epoch continues with the
 batch of the same order, neither repeating nor skipping any.
 """
 
+import atexit
+import multiprocessing
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -103,6 +106,30 @@ def ignore_sigterm(worker_id: int) -> None:
     before it could stop at a step and save ``last.ckpt``. A worker whose trainer is gone exits
     by itself (PyTorch's watchdog)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _kill_workers_at_exit() -> None:
+    """At the interpreter's exit, multiprocessing stops daemonic children with SIGTERM and
+    waits for them: a process leaving with DataLoader workers alive (an error raised mid-epoch)
+    waited forever for the workers that ``ignore_sigterm``, which waited for it. Those still
+    there a second after SIGTERM are killed (this runs before multiprocessing's own handler,
+    registered earlier; PyTorch's SIGCHLD check, which would call a killed worker an error, is
+    put back to the default first: the process is ending)."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if not children:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + 1.0
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+atexit.register(_kill_workers_at_exit)
 
 
 class ResumableDataLoader(DataLoader):
