@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnnzoo.callbacks.record import RunRecord
+from cnnzoo.callbacks.record import RunRecord, callback_of
 
 # The runs table shows a metric's summary: its best value, not its last epoch's.
 SUMMARIES = {
@@ -53,7 +53,7 @@ class WandbDashboard(pl.Callback):
         """The run record's best epoch (its history, kept in checkpoints, so a resumed run's
         best is the whole run's); the record's hook runs first (it is the first callback)."""
         run = wandb_run(trainer)
-        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+        record = callback_of(trainer, RunRecord)
         best = record.best() if record is not None else None
         if run is None or trainer.sanity_checking or best is None:
             return

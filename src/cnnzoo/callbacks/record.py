@@ -187,7 +187,7 @@ def finished_fields(
         "global_step": trainer.global_step,
         "wall_time_s": round(wall_time, 2),
         "throughput": _throughput(trainer),
-        "skipped_files": report.record() if (report := _callback(trainer, BadFileReport)) else [],
+        "skipped_files": report.record() if (report := callback_of(trainer, BadFileReport)) else [],
         "metrics": {**fit, **floats(test)},
         "optimized_metric": optimised,
         "optimized_metric_value": value,
@@ -198,7 +198,8 @@ def finished_fields(
     }
 
 
-def _callback(trainer: pl.Trainer, kind: type[T]) -> T | None:
+def callback_of(trainer: pl.Trainer, kind: type[T]) -> T | None:
+    """The trainer's callback of type ``kind``, or None."""
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
@@ -208,5 +209,5 @@ def checkpoint_mode(ckpt) -> str:
 
 
 def _throughput(trainer: pl.Trainer) -> dict[str, float] | None:
-    throughput = _callback(trainer, Throughput)
+    throughput = callback_of(trainer, Throughput)
     return throughput.summary() if throughput is not None else None

@@ -255,7 +255,7 @@ def skip_bad_collate(items: list):
 
 def record_skipped(log: Path, path: str, reason: str) -> None:
     """Append one line; O_APPEND keeps lines from several DataLoader workers whole."""
-    line = f"{printable(path)}\t{' '.join(reason.split())}\n".encode()
+    line = f"{path}\t{' '.join(reason.split())}\n".encode()  # (a BadImageError's: printable)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
