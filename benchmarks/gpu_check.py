@@ -293,16 +293,16 @@ def loader_rows(args, common: list[str], tmp: Path) -> list[dict]:
 
 
 def tuning_of(spec: str):
-    """A ``cnnzoo.data.dali.Tuning`` from ``key=value,...``: ``read_ahead`` and ``queue``, any
-    other key an argument of DALI's decoders (``hw_decoder_load=1.0``, ``affine=false``, ...);
-    ``reader`` (no value) is for ``dali_reader``."""
+    """A ``cnnzoo.data.dali.Tuning`` from ``key=value,...``: ``read_ahead``, ``queue`` and
+    ``stream``, any other key an argument of DALI's decoders (``hw_decoder_load=1.0``,
+    ``affine=false``, ...); ``reader`` (no value) is for ``dali_reader``."""
     from cnnzoo.data import dali
 
     fields, decoder = {}, {}
     for item in filter(None, spec.split(",")):
         name, _, value = item.partition("=")
         if name != "reader":
-            where = fields if name in ("read_ahead", "queue") else decoder
+            where = fields if name in ("read_ahead", "queue", "stream") else decoder
             where[name] = json.loads(value.lower())  # (1.0, 4, true)
     return dali.Tuning(**fields, decoder=decoder)
 

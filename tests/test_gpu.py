@@ -175,6 +175,40 @@ def test_dali_decodes_on_the_gpu_as_the_workers_do(cache_dir):
     assert (a - b).abs().mean() < 0.15 * a.abs().mean()
 
 
+def test_dali_hands_batches_out_on_the_training_stream(cache_dir, monkeypatch):
+    """``TUNING.stream``: DALI's GPU batches are bound to the loop's current CUDA stream
+    (``pipe.run(stream)``, no host wait) and are the same batches as host-synchronous ones."""
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from helpers import place
+    from nvidia.dali import Pipeline
+
+    from cnnzoo.data import SampleDataModule, dali
+
+    def batches(stream: bool) -> list:
+        monkeypatch.setattr(dali, "TUNING", dali.Tuning(stream=stream))
+        options = {"num_classes": 10, "batch_size": 8, "num_workers": 2, "image_size": 32}
+        dm = SampleDataModule(str(next(cache_dir.glob("sample_*"))), loader="dali", **options)
+        dm.setup("fit")
+        place(dm, device="cuda:0")
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):  # the loop's stream is not the default one
+            out = [(x.clone(), y) for x, y in dm.val_dataloader()]
+        side.synchronize()
+        return out, side
+
+    given, run = [], Pipeline.run
+    monkeypatch.setattr(Pipeline, "run", lambda pipe, *a: given.append(a) or run(pipe, *a))
+    synchronous, _ = batches(stream=False)
+    assert given and all(a == () for a in given)
+    given.clear()
+    bound, side = batches(stream=True)
+    assert given and all(a == (side,) for a in given)
+    assert len(bound) == len(synchronous)
+    for (a, y), (b, z) in zip(synchronous, bound, strict=True):  # (nvJPEG may split the
+        assert torch.equal(y, z)  # images between its decoders differently: not bit-exact)
+        assert (a - b).abs().mean() < 0.01 * a.abs().mean()
+
+
 def test_a_dali_run_on_the_gpu(cache_dir, tmp_path):
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
     overrides = gpu_overrides(cache_dir, tmp_path, "data.loader=dali", "data.dali_device=gpu",

@@ -99,8 +99,9 @@ def test_the_stages_measure_and_one_report_gathers_them(gpu_check, tmp_path, mon
 def test_dali_tunings_are_read_as_written(gpu_check):
     from cnnzoo.data import dali
 
-    tuning = gpu_check.tuning_of("read_ahead=3,queue=4,hw_decoder_load=1.0,affine=false,reader")
-    assert tuning == dali.Tuning(3, 4, {"hw_decoder_load": 1.0, "affine": False})
+    spec = "read_ahead=3,queue=4,hw_decoder_load=1.0,affine=false,stream=true,reader"
+    tuning = gpu_check.tuning_of(spec)
+    assert tuning == dali.Tuning(3, 4, {"hw_decoder_load": 1.0, "affine": False}, stream=True)
     shipped = dali.TUNING
     with gpu_check.dali_tuned("queue=5"):
         assert dali.TUNING.queue == 5

@@ -93,14 +93,19 @@ class Tuning:
 
     ``read_ahead``: batches being prepared (``dali_feed.Inputs``) while DALI works; ``queue``:
     DALI's ``prefetch_queue_depth``; ``decoder``: keyword arguments for DALI's image decoders
-    (their nvJPEG buffers, ``hw_decoder_load``, ``affine``). ``benchmarks/gpu_check.py
+    (their nvJPEG buffers, ``hw_decoder_load``, ``affine``); ``stream``: a GPU batch is handed
+    out on the training loop's CUDA stream (``pipe.run(stream)``: the loop's thread goes on
+    while DALI finishes it, and the stream waits) instead of when DALI has finished it (DALI's
+    default, host-synchronous). ``benchmarks/gpu_check.py
     --dali-variants`` measures alternatives (on an H200, 2026-12-04: ``hw_decoder_load=1.0``
     supplied 21% more than DALI's default 0.65 alone, 2% more in training, and is a setting,
-    ``data.dali_hw_decoder_load``; the others were within noise: BENCHMARKS.md)."""
+    ``data.dali_hw_decoder_load``; the others were within noise; ``stream`` and ``queue`` in
+    training are not measured yet: BENCHMARKS.md, "Third run")."""
 
     read_ahead: int = 1
     queue: int = 2
     decoder: dict = field(default_factory=dict)
+    stream: bool = False
 
 
 TUNING = Tuning()  # what every DaliLoader uses
@@ -192,9 +197,10 @@ class DaliLoader:
             pipe.build()
             gpu = self.device_id is not None
             stream = torch.cuda.current_stream(self.device_id) if gpu else None
+            bound = (stream,) if stream is not None and TUNING.stream else ()
             while True:
                 try:
-                    images, labels = pipe.run()
+                    images, labels = pipe.run(*bound)
                 except StopIteration:
                     break
                 out = _to_torch(images, self.recipe.normalize, feed_ndarray, stream, self.device_id)
