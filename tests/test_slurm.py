@@ -2,6 +2,7 @@
 submitit launcher, DDP ranks started by srun, and pre-emption with requeue and exact resume."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -139,3 +140,30 @@ def test_preemption_requeues_and_resumes_to_the_same_weights(
         k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])
     ]
     assert not different, different
+
+
+def test_a_test_cluster_left_running_is_stopped_not_reused(slurm, tmp_path):
+    """A pytest run killed before its teardown leaves its cluster's daemons answering on the
+    ports: the next start.sh stopped nothing and its sinfo talked to the old controller, with the
+    old config (a 1-CPU node once, and every 2-task job pending). start.sh stops it now (by the
+    pid files of the folder the old controller names) and starts its own. Other ports than the
+    session's cluster, so that one runs on."""
+    script = ROOT / "tests" / "slurm"
+    env = {**os.environ, "SLURMCTLD_PORT": "6917", "SLURMD_PORT": "6918"}
+    env.pop("SLURM_CONF", None)
+    old, new = tmp_path / "old", tmp_path / "new"
+    pids = []
+    try:
+        for folder in (old, new):
+            proc = subprocess.run(["bash", str(script / "start.sh"), str(folder)], env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            pids.append(int((folder / "slurmctld.pid").read_text()))
+        assert f"stopping the test cluster an earlier run left: {old}" in proc.stderr
+        assert not Path(f"/proc/{pids[0]}").exists()  # the old controller is gone
+        show = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                              env={**env, "SLURM_CONF": str(new / "slurm.conf")})  # fmt: skip
+        assert f"SLURM_CONF              = {new / 'slurm.conf'}" in show.stdout
+    finally:
+        for folder in (new, old):
+            subprocess.run(["bash", str(script / "stop.sh"), str(folder)], timeout=120)

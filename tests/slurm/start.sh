@@ -55,6 +55,18 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 export SLURM_CONF="$dir/slurm.conf"
+# A cluster an earlier test run started and never stopped (killed before stop.sh) still answers
+# on these ports with its own config (a new slurmctld cannot bind them): stop it, by its pid files.
+left=$(scontrol show config 2> /dev/null | awk '$1 == "SLURM_CONF" {print $3}') || true
+if [ -n "$left" ] && [ "$left" != "$SLURM_CONF" ]; then
+  if [ -f "$(dirname "$left")/pids" ]; then
+    echo "stopping the test cluster an earlier run left: $(dirname "$left")" >&2
+    bash "$(dirname "$0")/stop.sh" "$(dirname "$left")"
+  else
+    echo "another slurmctld answers on port ${SLURMCTLD_PORT:-6817} ($left): set SLURMCTLD_PORT and SLURMD_PORT" >&2
+    exit 2
+  fi
+fi
 if ! munge -n 2> /dev/null | unmunge > /dev/null 2>&1; then
   mkdir -p /run/munge /var/log/munge /var/lib/munge
   chown munge:munge /run/munge /var/log/munge /var/lib/munge 2> /dev/null || true
