@@ -4,20 +4,22 @@ import os
 import subprocess
 from pathlib import Path
 
-# One compute thread per process (unless the caller chose): make test runs two pytest workers,
-# each starting training subprocesses, on as many cores; PyTorch's default (a thread per core in
-# every process) oversubscribes them, and its waiting threads spin. Measured on the 2-core
-# machine: test_run_records.py + test_reliability.py with -n 2 took 3m42s (5m34s user CPU), 2m54s
-# (3m47s) with one thread. Subprocesses inherit it through the environment.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import pytest
 import torch
 from helpers import ROOT, TINY_SAMPLE
 
 from cnnzoo.data.sample import ensure_sample_dataset
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # (if torch was imported before)
+# Under pytest-xdist (make test: two workers), each process gets its share of the cores as
+# compute threads (unless the caller set OMP_NUM_THREADS): the workers, and the training
+# subprocesses they start, each took PyTorch's default of a thread per core, which
+# oversubscribed the cores, and waiting threads spin. Measured on the 2-core machine:
+# test_run_records.py + test_reliability.py with -n 2 took 3m42s (5m34s user CPU), 2m54s
+# (3m47s) with one thread each. Subprocesses inherit it through the environment.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
