@@ -23,7 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   } > "$dir/apt.log" 2>&1 || { echo "apt-get install failed: $dir/apt.log" >&2; exit 2; }
 fi
 host=$(hostname -s)
-cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS: the tests set it to 1)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS, which the tests set)
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=cnnzoo-tests
 SlurmctldHost=$host(127.0.0.1)

@@ -96,8 +96,8 @@ class Tuning:
     (their nvJPEG buffers, ``hw_decoder_load``, ``affine``); ``stream``: a GPU batch is handed
     out on the training loop's CUDA stream (``pipe.run(stream)``: the loop's thread goes on
     while DALI finishes it, and the stream waits) instead of when DALI has finished it (DALI's
-    default, host-synchronous). ``benchmarks/gpu_check.py
-    --dali-variants`` measures alternatives (on an H200, 2026-12-04: ``hw_decoder_load=1.0``
+    default, host-synchronous). ``benchmarks/gpu_check.py --dali-variants`` and
+    ``--dali-tuning`` measure alternatives (on an H200, 2026-12-04: ``hw_decoder_load=1.0``
     supplied 21% more than DALI's default 0.65 alone, 2% more in training, and is a setting,
     ``data.dali_hw_decoder_load``; the others were within noise; ``stream`` and ``queue`` in
     training are not measured yet: BENCHMARKS.md, "Third run")."""
