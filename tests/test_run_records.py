@@ -303,17 +303,7 @@ SCHEDULES = {
     "step": ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
     "multistep": ["scheduler=multistep", "scheduler.scheduler.milestones=[1,2]"],
     "exponential": ["scheduler=exponential", "scheduler.scheduler.step_size=1"],
-    "plateau": pytest.param(
-        ["scheduler=plateau", "scheduler.scheduler.patience=0"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "Lightning steps the epoch's schedulers after last.ckpt is saved and, on a "
-                "restart, steps them again except ReduceLROnPlateau (no monitored value then): "
-                "the plateau count of the last epoch before a resume is lost"
-            ),
-        ),
-    ),
+    "plateau": ["scheduler=plateau", "scheduler.scheduler.patience=0"],
     "none": ["scheduler=none"],
 }
 

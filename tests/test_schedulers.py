@@ -84,3 +84,31 @@ def test_linear_warmup_per_step_in_front_of_the_schedule(scheduler, tmp_path):
     factors = [0.1 + 0.9 * min(i, n) / n for i in range(len(expected))]
     assert lrs == pytest.approx([f * lr for f, lr in zip(factors, expected, strict=True)], rel=1e-6)
     assert lrs[0] == pytest.approx(0.1 * LR) and lrs[n] == pytest.approx(expected[n])
+
+
+def test_a_plateau_is_given_only_the_finished_epochs_it_missed():
+    """``catch_up_plateaus`` after a resume: from an epoch's end (the plateau saw epochs 0-1,
+    the run starts epoch 3) it gets epoch 2's monitored value; mid-epoch (it saw every finished
+    epoch) nothing; an epoch without that value in the history stops it there."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.utilities.types import LRSchedulerConfig
+
+    from cnnzoo.schedules import catch_up_plateaus
+
+    def plateau_after(values: list[float], epoch: int, history: list[dict]) -> list[float]:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0)
+        for value in values:  # what it saw before the checkpoint
+            plateau.step(value)
+        config = LRSchedulerConfig(plateau, interval="epoch", monitor="val/loss",
+                                   reduce_on_plateau=True)  # fmt: skip
+        catch_up_plateaus(SimpleNamespace(lr_scheduler_configs=[config], current_epoch=epoch),
+                          history)  # fmt: skip
+        return [plateau.last_epoch, optimizer.param_groups[0]["lr"]]
+
+    history = [{"epoch": e, "val/loss": loss} for e, loss in enumerate([3.0, 2.0, 2.5])]
+    assert plateau_after([3.0, 2.0], 3, history) == [3, pytest.approx(LR * 0.1)]  # 2.5: worse
+    assert plateau_after([3.0, 2.0], 2, history) == [2, LR]  # (resumed mid-epoch 2)
+    assert plateau_after([3.0, 2.0], 3, history[:2]) == [2, LR]  # (no value for epoch 2)
+    assert plateau_after([3.0, 2.0], 3, [{**h, "val/loss": 1.0} for h in history]) == [3, LR]

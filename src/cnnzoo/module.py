@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
 from cnnzoo.optimization import OptimizerFactory, check_schedule, configure, head_parameters
-from cnnzoo.schedules import follow_horizons
+from cnnzoo.schedules import catch_up_plateaus, follow_horizons
 
 
 class NonFiniteLossError(UserError):
@@ -258,4 +258,8 @@ class ClassificationModule(pl.LightningModule):
         return optimisation.lightning
 
     def on_train_start(self) -> None:
+        from cnnzoo.callbacks.record import RunRecord, callback_of
+
         follow_horizons(self.trainer, self._horizons)  # (a resumed run: cnnzoo.schedules)
+        record = callback_of(self.trainer, RunRecord)
+        catch_up_plateaus(self.trainer, record.entries if record is not None else [])

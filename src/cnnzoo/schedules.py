@@ -10,13 +10,19 @@ here, per schedule:
   had it been started with that horizon, as if the run had never stopped;
 - step, multistep, exponential, plateau, and the warm-up: they have no horizon (their steps are
   counted from the start), so they continue as they were.
+
+A run resumed from an epoch's end (``last.ckpt`` of a finished or stopped run) would also lose
+one step of a plateau schedule: Lightning saves the checkpoint when validation ends and steps
+the epoch's schedulers after it; on a restart it steps the others again but not a
+``ReduceLROnPlateau`` (it has no monitored value then). ``catch_up_plateaus`` gives it that
+epoch's value from the run's history.
 """
 
 import logging
 import math
 
 import pytorch_lightning as pl
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, ReduceLROnPlateau
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +63,20 @@ def _warmup_factor(warmup: LinearLR | None) -> float:
         return 1.0
     done = min(warmup.last_epoch, warmup.total_iters) / warmup.total_iters
     return warmup.start_factor + (warmup.end_factor - warmup.start_factor) * done
+
+
+def catch_up_plateaus(trainer: pl.Trainer, history: list[dict]) -> None:
+    """After a resume: step each epoch-wise ``ReduceLROnPlateau`` with the monitored value of
+    each finished epoch it has not seen (``history``: the run record's ``val_history``)."""
+    for config in trainer.lr_scheduler_configs:
+        plateau = config.scheduler
+        if not isinstance(plateau, ReduceLROnPlateau) or config.interval != "epoch":
+            continue
+        if config.frequency != 1:  # (stepped every n epochs: left as Lightning restores it)
+            continue
+        monitor = config.monitor
+        seen = {entry["epoch"]: entry[monitor] for entry in history if monitor in entry}
+        while plateau.last_epoch < trainer.current_epoch and plateau.last_epoch in seen:
+            epoch = plateau.last_epoch
+            plateau.step(seen[epoch])
+            log.info("plateau schedule given epoch %d's %s (%.4g)", epoch, monitor, seen[epoch])
