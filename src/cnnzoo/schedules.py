@@ -22,7 +22,7 @@ import logging
 import math
 
 import pytorch_lightning as pl
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,10 @@ def catch_up_plateaus(trainer: pl.Trainer, history: list[dict]) -> None:
     """After a resume: step each epoch-wise ``ReduceLROnPlateau`` with the monitored value of
     each finished epoch it has not seen (``history``: the run record's ``val_history``)."""
     for config in trainer.lr_scheduler_configs:
-        plateau = config.scheduler
-        if not isinstance(plateau, ReduceLROnPlateau) or config.interval != "epoch":
+        # (one stepped per batch or every n epochs is left as Lightning restores it)
+        if not config.reduce_on_plateau or (config.interval, config.frequency) != ("epoch", 1):
             continue
-        if config.frequency != 1:  # (stepped every n epochs: left as Lightning restores it)
-            continue
-        monitor = config.monitor
+        plateau, monitor = config.scheduler, config.monitor
         seen = {entry["epoch"]: entry[monitor] for entry in history if monitor in entry}
         while plateau.last_epoch < trainer.current_epoch and plateau.last_epoch in seen:
             epoch = plateau.last_epoch

@@ -59,9 +59,9 @@ export SLURM_CONF="$dir/slurm.conf"
 # on these ports with its own config (a new slurmctld cannot bind them): stop it, by its pid files.
 left=$(scontrol show config 2> /dev/null | awk '$1 == "SLURM_CONF" {print $3}') || true
 if [ -n "$left" ] && [ "$left" != "$SLURM_CONF" ]; then
-  if [ -f "$(dirname "$left")/pids" ]; then
-    echo "stopping the test cluster an earlier run left: $(dirname "$left")" >&2
-    bash "$(dirname "$0")/stop.sh" "$(dirname "$left")"
+  if [ -f "${left%/*}/pids" ]; then
+    echo "stopping the test cluster an earlier run left: ${left%/*}" >&2
+    bash "$(dirname "$0")/stop.sh" "${left%/*}"
   else
     echo "another slurmctld answers on port ${SLURMCTLD_PORT:-6817} ($left): set SLURMCTLD_PORT and SLURMD_PORT" >&2
     exit 2
