@@ -70,6 +70,22 @@ def test_eval_overrides_are_read_as_hydra_reads_them(trained, tmp_path):
             assert result["acc_top1"] == trained_top1
 
 
+def test_another_model_or_data_beside_run_is_refused_not_ignored(trained, tmp_path):
+    """``eval.py run=<a resnet18 run> model=vgg11`` scored the resnet18 without a word (the
+    run's sections replaced the group choice); and the refused command's folder now says why
+    it holds nothing (its eval.log was empty)."""
+    from cnnzoo.tasks.restore import refuse_another_group
+
+    proc = run_train([f"run={trained}", "model=vgg11"], ENV, cwd=tmp_path, script="eval.py")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"model=vgg11: run={trained} trained with model=resnet18" in proc.stderr
+    (folder,) = (tmp_path / "outputs" / "eval").iterdir()
+    assert "model=vgg11: run=" in (folder / "eval.log").read_text()
+    refuse_another_group(trained, "model", "resnet18")  # the run's own option: nothing to say
+    with pytest.raises(ConfigError, match="data=imagenet: .* trained with data=sample"):
+        refuse_another_group(trained, "data", "imagenet")
+
+
 def test_views_are_averaged_as_softmax_probabilities():
     class Fixed(torch.nn.Module):  # logits of two images x two views, in (N * V) order
         def forward(self, images):

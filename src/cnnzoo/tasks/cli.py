@@ -53,10 +53,20 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             cause = e if isinstance(e, UserError) else e.__cause__
             if not isinstance(cause, UserError | MisconfigurationException):  # a bug's traceback
                 raise
-            print(f"\nerror: {cause}", file=sys.stderr)
+            say(f"error: {cause}")
             raise SystemExit(1) from None
         except KeyboardInterrupt as e:
-            print(f"\ninterrupted (Ctrl-C){f': {e}' if str(e) else ''}", file=sys.stderr)
+            say(f"interrupted (Ctrl-C){f': {e}' if str(e) else ''}")
             raise SystemExit(130) from None
 
     return run
+
+
+def say(line: str) -> None:
+    """Why the task stopped: on stderr, and in the run folder's log file (``eval.log``, ...),
+    which was left empty, so a refused command's folder did not say why it holds nothing."""
+    print(f"\n{line}", file=sys.stderr)
+    record = logging.LogRecord("cnnzoo", logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -46,6 +46,20 @@ def where_it_ran(run: Path, path: str) -> str | None:
     return str(there) if cwd and there.exists() else None
 
 
+def run_choices(run: Path) -> dict[str, str]:
+    """The config group options a run was composed with (``{"model": "resnet18", ...}``, from
+    Hydra's ``runtime.choices``); empty when its ``hydra.yaml`` is missing or unreadable."""
+    from omegaconf import OmegaConf
+
+    try:
+        choices = OmegaConf.select(
+            OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.choices"
+        )
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in (choices or {}).items()}
+
+
 def unique_sweep_dir(path: str) -> str:
     """``unique_dir`` for a sweep folder, whose claim also goes to the processes this one
     starts: the jobs that the submitit launcher submits compose the sweep's config again in

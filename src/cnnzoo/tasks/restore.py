@@ -24,7 +24,12 @@ from cnnzoo.data.protocol import RunData
 from cnnzoo.errors import ConfigError
 from cnnzoo.models.weights import net_state_dict, read_torch_file
 from cnnzoo.module import ClassificationModule
-from cnnzoo.tasks.folders import refuse_a_checkpoint_as_run, run_checkpoint, where_it_ran
+from cnnzoo.tasks.folders import (
+    refuse_a_checkpoint_as_run,
+    run_checkpoint,
+    run_choices,
+    where_it_ran,
+)
 from cnnzoo.tasks.launch import job_overrides, parsed_override
 
 CKPTS = ("best", "last")  # ckpt=best|last: the run's checkpoints by name
@@ -61,9 +66,25 @@ def run_config(cfg: DictConfig) -> DictConfig:
             merged.data.root = found  # (data.root=photos, and this command runs elsewhere)
     for override in job_overrides() or []:
         key, value = parsed_override(override)
-        if key.split(".")[0] in ("model", "data") and "." in key:
+        if key in ("model", "data"):
+            refuse_another_group(run, key, value)
+        elif key.split(".")[0] in ("model", "data"):
             OmegaConf.update(merged, key, value, force_add=True)
     return merged
+
+
+def refuse_another_group(run: Path, group: str, option) -> None:
+    """``model=vgg11`` beside ``run=`` of a resnet18 was ignored: the run's own network was
+    scored under the name the user did not ask for. Its own option again is fine."""
+    ran = run_choices(run).get(group)
+    if str(option) == ran:
+        return
+    raise ConfigError(
+        f"{group}={option}: run={run} trained with {group}={ran or '(unknown)'}, and a run is "
+        f"restored with its own {group}. Drop {group}= (single values still change: "
+        f"{group}.KEY=VALUE), or score a checkpoint of your choosing with ckpt_path=FILE.ckpt "
+        f"{group}={option} in place of run=."
+    )
 
 
 def checkpoint_path(cfg: DictConfig) -> Path | None:
