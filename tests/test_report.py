@@ -30,7 +30,15 @@ def test_broken_and_unfinished_runs_are_listed_not_fatal(tmp_path, capsys):
     run_folder(sweep, "1_resnet18", '{"status": "fini')  # cut off mid-write
     run_folder(sweep, "2_resnet18", json.dumps({"status": "running", "model": "resnet18"}))
     run_folder(sweep, "3_resnet18", None)  # no results yet
+    wrapped = (
+        "InstantiationException: Error in call to target 'X':\nConfigError('a | b')\nfull_key: data"
+    )
+    run_folder(sweep, "4_resnet18", json.dumps({"status": "failed", "error": wrapped}))
     assert main([str(sweep)]) == 0
+    (row,) = [
+        line for line in (sweep / "report.md").read_text().splitlines() if "4_resnet18" in line
+    ]
+    assert row.endswith(" |") and "a \\| b" in row  # one table row, whatever the error's lines
     with open(sweep / "report.csv") as f:
         rows = list(csv.DictReader(f))
     first = rows[0]

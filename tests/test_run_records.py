@@ -237,6 +237,8 @@ def test_bad_values_are_one_line_and_no_traceback(cache_dir, tmp_path, capsys, o
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert f"error: {message}" in err and "Traceback" not in err
+    recorded = json.loads((tmp_path / "results.json").read_text())["error"]
+    assert message in recorded and "\n" not in recorded  # (not Hydra's 3-line wrapper of it)
 
 
 def test_ctrl_c_before_training_is_one_line_and_recorded(cache_dir, tmp_path, capsys, monkeypatch):

@@ -27,6 +27,17 @@ class ConfigError(UserError):
     """A config value that cannot work."""
 
 
+def unwrapped(error: BaseException) -> BaseException:
+    """The error a constructor raised inside Hydra's ``instantiate`` (a DataModule's
+    ConfigError, say), which Hydra wraps in an ``InstantiationException`` whose message adds
+    the target and the config key over three lines; any other error as it is."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
 def is_whole(value: object, low: int = 1, high: int | None = None) -> bool:
     """Whether a config value is a whole number from ``low`` to ``high`` (``True`` is not one:
     YAML's ``true`` is a bool, and ``isinstance(True, int)``)."""

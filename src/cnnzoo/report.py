@@ -145,7 +145,7 @@ def write_markdown(rows: list[dict[str, Any]], path: Path) -> None:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     for row in rows:
-        cells = [_cell(row[k]).replace("|", "\\|") for k, _ in COLUMNS]
+        cells = [_cell(row[k]).replace("|", "\\|").replace("\n", " ") for k, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

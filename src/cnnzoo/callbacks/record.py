@@ -13,6 +13,7 @@ from cnnzoo.callbacks.requeue import Requeued
 from cnnzoo.callbacks.throughput import Throughput
 from cnnzoo.checkpointing import last_checkpoint_path
 from cnnzoo.data.batching import per_device_batch_size
+from cnnzoo.errors import unwrapped
 from cnnzoo.files import replaced_atomically
 from cnnzoo.tracking import code_version, wandb_run_location
 
@@ -89,7 +90,7 @@ class RunRecord(pl.Callback):
     def end(self, error: BaseException) -> None:
         """Record how the run stopped: requeued (SLURM pre-emption), interrupted (SIGTERM,
         Ctrl-C) or failed, with the error."""
-        status = "failed"
+        error, status = unwrapped(error), "failed"
         if isinstance(error, Requeued):
             status = "requeued"
         elif isinstance(error, KeyboardInterrupt | SystemExit):

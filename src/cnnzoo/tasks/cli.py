@@ -11,7 +11,7 @@ from typing import TypeVar
 from hydra.errors import InstantiationException
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-from cnnzoo.errors import UserError
+from cnnzoo.errors import UserError, unwrapped
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
         try:
             return task(*args, **kwargs)
         except (UserError, InstantiationException) as e:
-            cause = e if isinstance(e, UserError) else e.__cause__
+            cause = unwrapped(e)
             if not isinstance(cause, UserError | MisconfigurationException):  # a bug's traceback
                 raise
             say(f"error: {cause}")

@@ -32,7 +32,7 @@ from cnnzoo.callbacks.record import (
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import ResumeState
 from cnnzoo.csv_log import ResumableCSVLogger
-from cnnzoo.errors import ConfigError, UserError
+from cnnzoo.errors import ConfigError, UserError, unwrapped
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.folders import (
@@ -106,6 +106,7 @@ def train(cfg: DictConfig, sweep: SweepJobs | None = None) -> float | None:
         if not in_sweep():
             raise
         out = cfg.paths.output_dir
+        e = unwrapped(e)
         log.error("sweep job %s failed: %s", out, e, exc_info=not isinstance(e, UserError))
         if sweep is not None:
             sweep.note_failed(out)
