@@ -86,7 +86,7 @@ def test_linear_warmup_per_step_in_front_of_the_schedule(scheduler, tmp_path):
     assert lrs[0] == pytest.approx(0.1 * LR) and lrs[n] == pytest.approx(expected[n])
 
 
-def test_a_plateau_is_given_only_the_finished_epochs_it_missed():
+def test_a_plateau_is_given_only_the_finished_epochs_it_missed(caplog):
     """``catch_up_plateaus`` after a resume: from an epoch's end (the plateau saw epochs 0-1,
     the run starts epoch 3) it gets epoch 2's monitored value; mid-epoch (it saw every finished
     epoch) nothing; an epoch without that value in the history stops it there."""
@@ -96,15 +96,16 @@ def test_a_plateau_is_given_only_the_finished_epochs_it_missed():
 
     from cnnzoo.schedules import catch_up_plateaus
 
-    def plateau_after(values: list[float], epoch: int, history: list[dict]) -> list[float]:
+    def plateau_after(values: list[float], epoch: int, history: list[dict], rank=0) -> list:
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=LR)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0)
         for value in values:  # what it saw before the checkpoint
             plateau.step(value)
         config = LRSchedulerConfig(plateau, interval="epoch", monitor="val/loss",
                                    reduce_on_plateau=True)  # fmt: skip
-        catch_up_plateaus(SimpleNamespace(lr_scheduler_configs=[config], current_epoch=epoch),
-                          history)  # fmt: skip
+        trainer = SimpleNamespace(lr_scheduler_configs=[config], current_epoch=epoch,
+                                  is_global_zero=rank == 0)  # fmt: skip
+        catch_up_plateaus(trainer, history)
         return [plateau.last_epoch, optimizer.param_groups[0]["lr"]]
 
     history = [{"epoch": e, "val/loss": loss} for e, loss in enumerate([3.0, 2.0, 2.5])]
@@ -112,3 +113,11 @@ def test_a_plateau_is_given_only_the_finished_epochs_it_missed():
     assert plateau_after([3.0, 2.0], 2, history) == [2, LR]  # (resumed mid-epoch 2)
     assert plateau_after([3.0, 2.0], 3, history[:2]) == [2, LR]  # (no value for epoch 2)
     assert plateau_after([3.0, 2.0], 3, [{**h, "val/loss": 1.0} for h in history]) == [3, LR]
+    caplog.set_level("INFO", logger="cnnzoo.schedules")
+    caplog.clear()
+    assert plateau_after([3.0, 2.0], 3, history, rank=1) == [3, pytest.approx(LR * 0.1)]
+    assert not caplog.records  # said once, by the first rank
+    plateau_after([3.0, 2.0], 3, history, rank=0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "plateau schedule given epoch 2's val/loss (2.5)"
+    ]

@@ -37,6 +37,7 @@ def follow_horizons(trainer: pl.Trainer, configured: dict[int, int]) -> None:
     """After a resume: give each cosine its configured horizon back, and its param groups the
     lr of that cosine at the epoch the run stands at (times the warm-up's factor, if any)."""
     schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+    say = _once(trainer)
     warmup = next((s for s in schedulers if isinstance(s, LinearLR)), None)
     for i, horizon in configured.items():
         cosine = schedulers[i]
@@ -49,13 +50,19 @@ def follow_horizons(trainer: pl.Trainer, configured: dict[int, int]) -> None:
         for group, base in zip(cosine.optimizer.param_groups, cosine.base_lrs, strict=True):
             group["lr"] = factor * (cosine.eta_min + (base - cosine.eta_min) * share)
         lrs = ", ".join(f"{group['lr']:.4g}" for group in cosine.optimizer.param_groups)
-        log.info(
+        say(
             "cosine now spans %d epochs (it spanned %d); lr at epoch %d: %s",
             horizon,
             old,
             epoch,
             lrs,
         )
+
+
+def _once(trainer: pl.Trainer):
+    """``log.info`` on the first rank: every DDP rank changes its own schedulers alike, and
+    said each change once per rank; the others say it at debug level."""
+    return log.info if trainer.is_global_zero else log.debug
 
 
 def _warmup_factor(warmup: LinearLR | None) -> float:
@@ -68,6 +75,7 @@ def _warmup_factor(warmup: LinearLR | None) -> float:
 def catch_up_plateaus(trainer: pl.Trainer, history: list[dict]) -> None:
     """After a resume: step each epoch-wise ``ReduceLROnPlateau`` with the monitored value of
     each finished epoch it has not seen (``history``: the run record's ``val_history``)."""
+    say = _once(trainer)
     for config in trainer.lr_scheduler_configs:
         # (one stepped per batch or every n epochs is left as Lightning restores it)
         if not config.reduce_on_plateau or (config.interval, config.frequency) != ("epoch", 1):
@@ -77,4 +85,4 @@ def catch_up_plateaus(trainer: pl.Trainer, history: list[dict]) -> None:
         while plateau.last_epoch < trainer.current_epoch and plateau.last_epoch in seen:
             epoch = plateau.last_epoch
             plateau.step(seen[epoch])
-            log.info("plateau schedule given epoch %d's %s (%.4g)", epoch, monitor, seen[epoch])
+            say("plateau schedule given epoch %d's %s (%.4g)", epoch, monitor, seen[epoch])
