@@ -119,7 +119,7 @@ class Inputs:
                     return data
             image = decode_bytes(data.tobytes(), item.name, "torchvision")
         except OSError as e:
-            self.bad(item, BadImageError(item.name, f"{type(e).__name__}: {e}"))
+            self.bad(item, BadImageError.raised(item.name, e))
             return None
         except BadImageError as e:
             self.bad(item, e)
@@ -154,7 +154,7 @@ class Inputs:
             except BadImageError as e:
                 bad.append((item, e))
             except OSError as e:
-                bad.append((item, BadImageError(item.name, f"{type(e).__name__}: {e}")))
+                bad.append((item, BadImageError.raised(item.name, e)))
         if not bad:
             names = [printable(item.name) for item in suspects]
             raise DataError(

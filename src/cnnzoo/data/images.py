@@ -29,6 +29,11 @@ class BadImageError(DataError):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
 
+    @classmethod
+    def raised(cls, path: str, error: BaseException) -> "BadImageError":
+        """``path`` named with what reading it raised (an OSError, PIL's SyntaxError, ...)."""
+        return cls(path, f"{type(error).__name__}: {error}")
+
 
 def printable(path: str) -> str:
     """A path as text any log, JSON file or W&B takes: a name's bytes that are not UTF-8
@@ -83,7 +88,7 @@ def _pil_rgb(source, name: str) -> Image.Image:
     except UnidentifiedImageError:  # (its message names a BytesIO object, not the file)
         raise BadImageError(name, _unreadable_kind(_first_bytes(source))) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImageError(name, f"{type(e).__name__}: {e}") from None
+        raise BadImageError.raised(name, e) from None
 
 
 def upright(image: Image.Image) -> None:
@@ -105,7 +110,7 @@ def load_image(path: str, decoder: str = DEFAULT_DECODER):
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise BadImageError(path, f"{type(e).__name__}: {e}") from None
+        raise BadImageError.raised(path, e) from None
     return decode_bytes(data, path, decoder)
 
 
