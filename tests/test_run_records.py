@@ -213,6 +213,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.lr=0", "optim.lr=0 (model.lr unless set): give a positive learning rate"),
         ("++label_smoothing=2", "label_smoothing=2: give a number in [0, 1)"),
         ("data.hflip=maybe", "data.hflip='maybe': choose true or false"),
+        ("model.eval_resize=null", "data.eval_resize=None (model.eval_resize unless set): give"),
+        ("model.input_size=abc", "data.image_size='abc' (model.input_size unless set): give a"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),
         ("data.train_crop_scale=0.5", "data.train_crop_scale=0.5: give a range of two numbers"),
         ("data.scale_jitter=[512,256]", "data.scale_jitter=[512, 256]: give a range of two"),

@@ -26,6 +26,10 @@ LOADERS = ("workers", "dali")
 DALI_DEVICES = ("auto", "gpu", "cpu")
 DECODERS = ("torchcodec", "torchvision", "pil")
 BAD_FILE_POLICIES = ("error", "skip")
+SIZES = {  # key: the model key it follows, and the papers' usual value
+    "image_size": ("input_size", "224, the crop the network sees"),
+    "eval_resize": ("eval_resize", "256, the short side before the centre crop"),
+}
 DEFAULT_DECODER = "torchcodec"  # (what eval, predict and visualize use for a run without one)
 
 
@@ -113,6 +117,12 @@ class RecipeOptions:
     normalize_on_device: bool | None = None
 
     def __post_init__(self) -> None:
+        for key, (model_key, usual) in SIZES.items():  # (null, text: a TypeError traceback)
+            if not is_whole(getattr(self, key)):
+                raise ConfigError(
+                    f"data.{key}={getattr(self, key)!r} (model.{model_key} unless set): give a "
+                    f"size in pixels (usually {usual})."
+                )
         if self.eval_resize < self.image_size:
             raise ConfigError(
                 f"data.eval_resize={self.eval_resize} is smaller than data.image_size="
