@@ -198,6 +198,20 @@ def test_one_image_given_without_brackets_is_one_path(tmp_path):
         image_files([url])  # (it said "does not exist")
 
 
+def test_a_pattern_the_shell_left_alone_gives_the_files_it_matches(tmp_path):
+    """``'images=photos/*.jpg'`` (quoted, so the shell does not expand it) was "does not exist"."""
+    from cnnzoo.tasks.predict import image_files
+
+    for name in ("a/1.jpg", "a/2.png", "b/c/3.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"not looked at here")
+    assert image_files(f"{tmp_path}/a/*.jpg") == [tmp_path / "a/1.jpg"]
+    assert image_files([f"{tmp_path}/**/*.jpg"]) == [tmp_path / "a/1.jpg", tmp_path / "b/c/3.jpg"]
+    assert image_files([f"{tmp_path}/?"]) == image_files([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(UserError, match=r"images: .*/\*\.gif matches no file or folder"):
+        image_files([f"{tmp_path}/*.gif"])
+
+
 @pytest.mark.slow
 def test_exported_state_dict_gives_identical_logits_in_torchvision(trained, tmp_path):
     out = tmp_path / "resnet18.pth"

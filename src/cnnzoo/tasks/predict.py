@@ -1,6 +1,7 @@
 """Name what is in photos (``predict.py``): the top-k classes of a trained network, with
 their probabilities, for image files and folders."""
 
+import glob
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,15 +26,20 @@ def predict_probabilities(module: ClassificationModule, views: Tensor) -> Tensor
 
 
 def image_files(given_images) -> list[Path]:
-    """The files given (``images=``: a list, or one path), and the files under the folders
-    given (sorted); a path that does not exist is an error naming it."""
+    """The files given (``images=``: a list, or one path), the files under the folders given
+    (sorted), and what a pattern the shell left alone matches (``'images=photos/*.jpg'``,
+    quoted; ``**`` for any depth); a path that does not exist is an error naming it."""
     if isinstance(given_images, str):  # images=cat.jpg (not a list: one path, not its letters)
         given_images = [given_images]
     paths = [str(p) for p in given_images or []]
     files: list[Path] = []
     for given in paths:
         path = Path(given).expanduser()
-        if path.is_dir():
+        if not path.exists() and any(c in given for c in "*?["):
+            if not (matched := sorted(glob.glob(str(path), recursive=True))):
+                raise ConfigError(f"images: {given} matches no file or folder.")
+            files += image_files(matched)
+        elif path.is_dir():
             files += sorted(
                 p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
