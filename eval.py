@@ -13,7 +13,7 @@ from cnnzoo.tasks.launch import main_argv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    return exit_on_user_error(run_eval)(cfg)["acc_top1"]
+    return exit_on_user_error(run_eval, in_log_file=True)(cfg)["acc_top1"]
 
 
 if __name__ == "__main__":

@@ -36,13 +36,19 @@ def _no_tips(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
-def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
+def exit_on_user_error(task: Callable[..., T], in_log_file: bool = False) -> Callable[..., T]:
     """Print a ``UserError`` as one clear line and exit 1, instead of a traceback wall (also
     one raised by a constructor that Hydra's ``instantiate`` called, and Lightning's
     ``MisconfigurationException`` of a trainer setting, e.g. ``trainer.accumulate_grad_batches=0``).
     Ctrl-C outside Lightning's own handling (while the data is read, the network built, images
     scored) is one line and exit status 130, as a shell reports an interrupted command, where
-    it printed the traceback of whatever was running."""
+    it printed the traceback of whatever was running.
+
+    ``in_log_file``: the line goes to the job's log file too, for a task whose folder is always
+    its own new one (eval: a refused command's folder said nothing of why it held nothing).
+    Not train's: its log file may be a run's record (a refused ``resume=`` of it, a
+    ``hydra.run.dir`` that holds a run), which no refusal may change; a new run's
+    ``results.json`` records the error instead."""
 
     @functools.wraps(task)
     def run(*args, **kwargs) -> T:
@@ -53,19 +59,20 @@ def exit_on_user_error(task: Callable[..., T]) -> Callable[..., T]:
             cause = unwrapped(e)
             if not isinstance(cause, UserError | MisconfigurationException):  # a bug's traceback
                 raise
-            say(f"error: {cause}")
+            say(f"error: {cause}", in_log_file)
             raise SystemExit(1) from None
         except KeyboardInterrupt as e:
-            say(f"interrupted (Ctrl-C){f': {e}' if str(e) else ''}")
+            say(f"interrupted (Ctrl-C){f': {e}' if str(e) else ''}", in_log_file)
             raise SystemExit(130) from None
 
     return run
 
 
-def say(line: str) -> None:
-    """Why the task stopped: on stderr, and in the run folder's log file (``eval.log``, ...),
-    which was left empty, so a refused command's folder did not say why it holds nothing."""
+def say(line: str, in_log_file: bool) -> None:
+    """Why the task stopped: on stderr, and (``in_log_file``) in the job's log file."""
     print(f"\n{line}", file=sys.stderr)
+    if not in_log_file:
+        return
     record = logging.LogRecord("cnnzoo", logging.ERROR, __file__, 0, line, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
