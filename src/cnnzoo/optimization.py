@@ -100,7 +100,7 @@ def parameter_groups(
 @dataclass
 class Optimisation:
     lightning: Any  # what configure_optimizers returns
-    horizons: dict[int, int]  # each cosine's configured horizon (cnnzoo.schedules)
+    horizons: dict  # each cosine's configured horizon, by cosine (cnnzoo.schedules)
 
 
 def configure(

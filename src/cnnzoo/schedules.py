@@ -27,21 +27,22 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 log = logging.getLogger(__name__)
 
 
-def horizons(schedulers: list) -> dict[int, int]:
-    """The configured horizon of each cosine among ``schedulers``, by position (before a
-    checkpoint's state replaces it)."""
-    return {i: s.T_max for i, s in enumerate(schedulers) if isinstance(s, CosineAnnealingLR)}
+def horizons(schedulers: list) -> dict[CosineAnnealingLR, int]:
+    """The configured horizon of each cosine among ``schedulers`` (before a checkpoint's state
+    replaces it)."""
+    return {s: s.T_max for s in schedulers if isinstance(s, CosineAnnealingLR)}
 
 
-def follow_horizons(trainer: pl.Trainer, configured: dict[int, int]) -> None:
+def follow_horizons(trainer: pl.Trainer, configured: dict[CosineAnnealingLR, int]) -> None:
     """After a resume: give each cosine its configured horizon back, and its param groups the
-    lr of that cosine at the epoch the run stands at (times the warm-up's factor, if any)."""
+    lr of that cosine at the epoch the run stands at (times the warm-up's factor, if any).
+    A cosine the trainer does not step is left alone: under ``tune=lr_find`` Lightning's range
+    test puts its own schedule in place of the run's (by position, this met a wrong one)."""
     schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
     say = _once(trainer)
     warmup = next((s for s in schedulers if isinstance(s, LinearLR)), None)
-    for i, horizon in configured.items():
-        cosine = schedulers[i]
-        if cosine.T_max == horizon:
+    for cosine, horizon in configured.items():
+        if cosine.T_max == horizon or not any(s is cosine for s in schedulers):
             continue
         old, cosine.T_max = cosine.T_max, horizon
         epoch = cosine.last_epoch
