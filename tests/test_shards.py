@@ -179,6 +179,7 @@ def test_problems_are_named(shards, tmp_path):
     (foreign / "val").mkdir(parents=True)
     (foreign / "train").symlink_to(shards / "train", target_is_directory=True)
     (foreign / META).write_text((shards / META).read_text())
+    without_sizes(foreign)  # (else their sizes tell it first)
     for i in range(4):
         with tarfile.open(foreign / "val" / f"val-{i:06d}.tar", "w") as tar:
             tar.add(shards / META, arcname="00000000.txt")
@@ -304,12 +305,14 @@ def test_bad_images_are_named_or_skipped(cache_dir, tmp_path, reader):
 
 @pytest.mark.parametrize("reader", ["workers", "dali"])
 def test_a_shard_cut_short_is_named(shards, tmp_path, reader):
-    """A copy to the cluster's file system that stopped: one line naming the shard and what
-    to do (it was tarfile's ReadError, with webdataset's tracebacks)."""
+    """A copy to the cluster's file system that stopped, read: one line naming the shard and
+    what to do (it was tarfile's ReadError, with webdataset's tracebacks). (Its size tells it
+    on setup since the sizes are recorded; shards written before are found as they are read.)"""
     if reader == "dali":
         pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
     copy = tmp_path / "copied"
     shutil.copytree(shards, copy)
+    without_sizes(copy)
     cut = sorted((copy / "val").glob("*.tar"))[1]
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     with pytest.raises(
@@ -318,6 +321,42 @@ def test_a_shard_cut_short_is_named(shards, tmp_path, reader):
         rf"cut short .* --dst {copy}\.$",
     ):
         list(loader(copy, "val", loader=reader, workers=1 if reader == "workers" else 0))
+
+
+def test_a_shard_cut_at_a_tar_header_is_named_before_reading(shards, tmp_path):
+    """A copy that stopped inside a member's header reads as a shorter shard, with no error:
+    a run trained on what was left (two of the shard's images gone, one without its path) and
+    said nothing. The shards' sizes, recorded when written, tell it on setup. Old shard
+    folders, written without sizes, are read as before."""
+    copy = tmp_path / "copied"
+    shutil.copytree(shards, copy)
+    cut = sorted((copy / "train").glob("*.tar"))[1]
+    with tarfile.open(cut) as tar:
+        second = tar.getmembers()[3]  # (the second image's first member)
+    cut.write_bytes(cut.read_bytes()[: second.offset + 100])  # 100 bytes into its header
+    with tarfile.open(cut) as tar:  # (what tarfile makes of it: a shorter archive)
+        assert len(tar.getmembers()) == 3
+    meta = json.loads((copy / META).read_text())
+    written = {s["name"]: s["bytes"] for split in meta["splits"].values() for s in split["shards"]}
+    size = written[f"train/{cut.name}"]
+    assert size == (shards / "train" / cut.name).stat().st_size
+    with pytest.raises(
+        DataError,
+        match=rf"1 of the 12 shards are not the size {META} records, e.g. train/{cut.name} is "
+        rf"{second.offset + 100:,} bytes, written as {size:,} .* --dst {copy}\.$",
+    ):
+        datamodule(copy).setup()
+    assert load_meta(without_sizes(copy), "data.root")["splits"]  # read as before
+
+
+def without_sizes(root: Path) -> Path:
+    """``root``'s shards as cnnzoo wrote them before it recorded their sizes."""
+    meta = json.loads((root / META).read_text())
+    for split in meta["splits"].values():
+        for shard in split["shards"]:
+            del shard["bytes"]
+    (root / META).write_text(json.dumps(meta))
+    return root
 
 
 def test_training_resuming_and_evaluating_from_shards(cache_dir, tmp_path):

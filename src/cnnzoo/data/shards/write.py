@@ -79,6 +79,9 @@ def write_shards(
         else:
             for job in jobs:
                 progress.advance(task, _write_shard(*job))
+    for split_shards in shards.values():  # (its size tells a copy cut short: load_meta)
+        for shard in split_shards:
+            shard["bytes"] = (dst / shard["name"]).stat().st_size
     meta = {
         "format": FORMAT,
         "classes": list(train.classes),
@@ -172,12 +175,24 @@ def load_meta(root: Path | None, setting: str) -> dict:
             f"{root / META} is format {meta.get('format')!r}, not {FORMAT!r}: "
             "written by another version; write the shards again."
         )
-    listed = [s["name"] for split in meta["splits"].values() for s in split["shards"]]
-    missing = [name for name in listed if not (root / name).is_file()]
+    listed = [s for split in meta["splits"].values() for s in split["shards"]]
+    missing = [s["name"] for s in listed if not (root / s["name"]).is_file()]
     if missing:
         raise DataError(
             f"{root}: {len(missing)} of the {len(listed)} shards listed in {META} are missing, "
             f"e.g. {missing[:3]}. Copy them back, or write the shards again."
+        )
+    # A copy cut at a tar header reads as a shorter shard without an error: sizes tell it.
+    # (Shards written before cnnzoo recorded sizes are not checked.)
+    size = {s["name"]: (root / s["name"]).stat().st_size for s in listed}
+    changed = [s for s in listed if "bytes" in s and s["bytes"] != size[s["name"]]]
+    if changed:
+        first = changed[0]
+        raise DataError(
+            f"{root}: {len(changed)} of the {len(listed)} shards are not the size {META} "
+            f"records, e.g. {first['name']} is {size[first['name']]:,} bytes, "
+            f"written as {first['bytes']:,} (a copy that stopped, or a changed file). Copy them "
+            f"again, or write the shards again: {WRITE_COMMAND.format(dst=root)}."
         )
     return meta
 
