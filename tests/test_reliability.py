@@ -448,6 +448,36 @@ def test_resume_of_a_folder_that_cannot_be_resumed(tmp_path, monkeypatch, capsys
     assert sorted(tmp_path.rglob("*")) == before  # (a lock file was left in the folder, or cwd)
 
 
+def test_a_folder_near_a_run_is_named_for_what_it_is(tmp_path):
+    """``resume=RUN/checkpoints``, ``resume=<a sweep folder>``, ``run=outputs/train``: each was
+    "not a cnnzoo run folder" and a generic example; now the run folder(s) meant."""
+    from cnnzoo.tasks.launch import resume_args
+    from cnnzoo.tasks.restore import run_config
+
+    def run_at(path: Path) -> Path:
+        (path / ".hydra").mkdir(parents=True)
+        (path / ".hydra" / "config.yaml").write_text("{}\n")
+        return path
+
+    train, sweep = tmp_path / "train", tmp_path / "train" / "multirun_x"
+    run = run_at(train / "2026-01-01_00-00-00_resnet18")
+    run_at(train / "2026-01-02_00-00-00_alexnet")
+    (run / "checkpoints").mkdir()
+    for job in ("0_resnet18", "1_alexnet"):
+        run_at(sweep / job)
+    (sweep / "multirun.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=rf"inside the run folder {run}: resume={run}\.$"):
+        resume_args(run / "checkpoints", [])
+    with pytest.raises(ConfigError, match=r"sweep folder \(2 jobs: 0_resnet18, 1_alexnet\): "
+                       rf"give one, e.g. resume={sweep / '0_resnet18'}\.$"):  # fmt: skip
+        resume_args(sweep, [])
+    with pytest.raises(ConfigError, match=r"a folder of 2 runs: give one, e.g. "
+                       rf"run={train / '2026-01-02_00-00-00_alexnet'}\.$"):  # fmt: skip
+        run_config(compose_train([f"run={train}"], config="eval"))
+    with pytest.raises(ConfigError, match=r"no .*config.yaml\); give a folder under outputs"):
+        run_config(compose_train([f"run={tmp_path}"], config="eval"))  # (none near)
+
+
 def test_a_checkpoint_file_given_for_its_run_folder_names_the_folder(tmp_path, monkeypatch, capsys):
     """resume=RUN/checkpoints/last.ckpt and eval's run=RUN/checkpoints/best.ckpt said "not a
     cnnzoo run folder"; now they name the folder to give."""

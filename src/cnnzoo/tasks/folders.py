@@ -30,6 +30,22 @@ def refuse_a_checkpoint_as_run(setting: str, given: Path, then: str) -> None:
         )
 
 
+def run_folder_hint(setting: str, given: Path) -> str | None:
+    """Which run folder ``given`` (not one) probably means: the run it is inside (its
+    ``checkpoints/``), or the runs it holds (a sweep's jobs, ``outputs/train/``); None when
+    neither."""
+    if (given.parent / ".hydra" / "config.yaml").is_file():
+        return f"it is inside the run folder {given.parent}: {setting}={given.parent}"
+    runs = sorted(p.parent.parent.name for p in given.glob("*/.hydra/config.yaml"))
+    if not runs:
+        return None
+    sweep = (given / "multirun.yaml").is_file()
+    example = given / (runs[0] if sweep else runs[-1])  # (a sweep's first job; the newest run)
+    jobs = f": {', '.join(runs[:4])}{', ...' if len(runs) > 4 else ''}" if sweep else ""
+    kind = f"a sweep folder ({len(runs)} jobs{jobs})" if sweep else f"a folder of {len(runs)} runs"
+    return f"it is {kind}: give one, e.g. {setting}={example}"
+
+
 def where_it_ran(run: Path, path: str) -> str | None:
     """A run's relative ``path`` (``data.root=photos``) from the folder the run was started
     in (Hydra's ``runtime.cwd``), when it is there: so the run can be evaluated, predicted

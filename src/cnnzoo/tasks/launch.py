@@ -22,6 +22,7 @@ from cnnzoo.tasks.folders import (
     own_folder,
     refuse_a_checkpoint_as_run,
     run_checkpoint,
+    run_folder_hint,
     where_it_ran,
 )
 from cnnzoo.tasks.resolvers import register_resolvers
@@ -77,10 +78,11 @@ def resume_args(run: Path, args: list[str]) -> list[str]:
     refuse_a_checkpoint_as_run("resume", run, " (it continues from checkpoints/last.ckpt)")
     overrides_file = run / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
-        raise ConfigError(
-            f"resume={run}: not a cnnzoo run folder (no {overrides_file}). Give the folder "
-            "printed at the end of a run, e.g. resume=outputs/train/2026-01-01_12-00-00_resnet18."
+        hint = run_folder_hint("resume", run) or (
+            "give the folder printed at the end of a run, e.g. "
+            "resume=outputs/train/2026-01-01_12-00-00_resnet18"
         )
+        raise ConfigError(f"resume={run}: not a cnnzoo run folder (no {overrides_file}); {hint}.")
     last = run_checkpoint(run)
     if not last.is_file():
         raise ConfigError(

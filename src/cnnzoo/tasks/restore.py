@@ -28,6 +28,7 @@ from cnnzoo.tasks.folders import (
     refuse_a_checkpoint_as_run,
     run_checkpoint,
     run_choices,
+    run_folder_hint,
     where_it_ran,
 )
 from cnnzoo.tasks.launch import job_overrides, parsed_override
@@ -45,10 +46,10 @@ def run_config(cfg: DictConfig) -> DictConfig:
     saved = run / ".hydra" / "config.yaml"
     refuse_a_checkpoint_as_run("run", run, f" ckpt={run.stem if run.stem in CKPTS else run}")
     if not saved.is_file():
-        raise ConfigError(
-            f"run={run}: not a cnnzoo run folder (no {saved}). Give a folder under "
-            "outputs/train/, or use ckpt_path= with model= and data=."
+        hint = run_folder_hint("run", run) or (
+            "give a folder under outputs/train/, or use ckpt_path= with model= and data="
         )
+        raise ConfigError(f"run={run}: not a cnnzoo run folder (no {saved}); {hint}.")
     trained = upgrade_run_config(OmegaConf.load(saved))  # (also a cnnzoo 0.1 run's)
     merged = cfg.copy()
     with open_dict(merged):
