@@ -53,6 +53,28 @@ def test_broken_and_unfinished_runs_are_listed_not_fatal(tmp_path, capsys):
     assert (sweep / "report.png").stat().st_size > 5_000
 
 
+def test_an_out_that_is_a_file_is_named_and_kept(tmp_path, capsys):
+    """``--out notes.txt`` (a file): FileExistsError's traceback; the file stays as it was."""
+    run_folder(tmp_path / "sweep", "0_resnet18", json.dumps({"status": "finished"}))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    assert main([str(tmp_path / "sweep"), "--out", str(notes)]) == 2
+    assert f"--out {notes} is a file; give a folder" in capsys.readouterr().err
+    assert notes.read_text() == "mine\n"
+
+
+def test_a_folder_it_cannot_write_is_one_line(tmp_path, capsys, monkeypatch):
+    import cnnzoo.report
+
+    def refused(folders, out, wandb):
+        raise PermissionError(13, "Permission denied")  # (root ignores a read-only folder)
+
+    monkeypatch.setattr(cnnzoo.report, "report", refused)
+    assert main([str(tmp_path), "--out", str(tmp_path / "shared")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the report into {tmp_path / 'shared'} (Permission denied)" in err
+
+
 def test_no_runs_is_an_error_naming_the_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 1

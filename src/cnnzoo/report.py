@@ -218,10 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = args.out or (args.folders[0] if len(args.folders) == 1 else Path("report"))
+    if out.exists() and not out.is_dir():  # (FileExistsError's traceback)
+        print(f"error: --out {out} is a file; give a folder for report.md, report.csv and the "
+              "figures.", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         rows = report(args.folders, out, args.wandb)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # (a folder it may not write to)
+        print(f"error: cannot write the report into {out} ({e.strerror}).", file=sys.stderr)
         return 2
     if not rows:
         print(f"error: no runs found in {', '.join(map(str, args.folders))} (a run folder has "
