@@ -75,6 +75,27 @@ def test_a_folder_it_cannot_write_is_one_line(tmp_path, capsys, monkeypatch):
     assert f"cannot write the report into {tmp_path / 'shared'} (Permission denied)" in err
 
 
+def test_a_running_record_without_its_process_is_listed_as_stopped(tmp_path):
+    """A run killed with SIGKILL (or on a node that went down) keeps "running" in its record
+    for ever; the lock its process held on the folder tells a live run from a gone one."""
+    from cnnzoo.tasks.folders import OWNER_FILE, own_folder, release_folder
+
+    sweep = tmp_path / "sweep"
+    running = json.dumps({"status": "running", "model": "resnet18"})
+    gone, alive, _ = (run_folder(sweep, name, running) for name in ("0_gone", "1_alive", "2_old"))
+    (gone / OWNER_FILE).write_text("pid 1 on elsewhere\n")  # (no process holds it)
+    own_folder(alive)
+    try:
+        assert main([str(sweep)]) == 0
+    finally:
+        release_folder(alive)
+    with open(sweep / "report.csv") as f:
+        status = {r["run"]: r["status"] for r in csv.DictReader(f)}
+    assert status["0_gone"] == "stopped while running (killed, or its machine went down)"
+    assert status["1_alive"] == status["2_old"] == "running"  # (2_old: no owner file, can't tell)
+    assert (gone / OWNER_FILE).read_text() == "pid 1 on elsewhere\n"  # only read
+
+
 def test_no_runs_is_an_error_naming_the_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 1

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from cnnzoo.curves import findings, learning_curves, write_curves
 from cnnzoo.errors import ConfigError
+from cnnzoo.tasks.folders import held_by_a_process
 
 COLUMNS = [
     ("run", "run"),
@@ -78,6 +79,8 @@ def read_run(folder: Path, base: Path | None = None) -> dict[str, Any]:
             row["status"] = "corrupt results.json"
     else:
         row["status"] = "no results.json (running, or stopped before training)"
+    if row["status"] == "running" and held_by_a_process(folder) is False:
+        row["status"] = "stopped while running (killed, or its machine went down)"
     if config is not None:
         row["model"] = OmegaConf.select(config, "model.name")
         target = (OmegaConf.select(config, "optim.optimizer._target_")

@@ -190,6 +190,25 @@ def own_folder(folder: str | os.PathLike) -> None:
     _owned[folder] = fd
 
 
+def held_by_a_process(folder: Path) -> bool | None:
+    """Whether a live process owns run folder ``folder`` (holds its ``.cnnzoo-owner`` lock); None
+    when that cannot be told (no owner file: a run of an older cnnzoo; a file system without
+    locks). Only reads: the shared lock it tries is let go at once."""
+    try:
+        fd = os.open(folder / OWNER_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return False
+
+
 def release_folder(folder: str | os.PathLike) -> None:
     """Give up ownership of ``folder`` (a sweep's job that ended)."""
     fd = _owned.pop(Path(folder).resolve(), None)
