@@ -77,6 +77,18 @@ def test_a_foreign_folder_at_the_root_is_not_overwritten(tmp_path):
     assert (root / "precious.txt").read_text() == "keep me"
 
 
+def test_a_cache_folder_it_cannot_make_is_one_line(tmp_path):
+    """``paths.cache_dir`` naming a file (or a folder under one, or in /proc): an OSError's
+    traceback from mkdir; now what is wrong and the setting to change. The file is kept."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for cache in (notes, notes / "sub"):
+        with pytest.raises(DataError, match=rf"cannot make sample_x in {cache} \(\w+Error: .*"
+                           r"set paths.cache_dir \(or the CNNZOO_CACHE"):  # fmt: skip
+            ensure_sample_dataset(cache / "sample_x", train_per_class=1, val_per_class=1)
+    assert notes.read_text() == "mine\n"
+
+
 def test_a_killed_generation_leaves_nothing_behind_for_long(tmp_path):
     """A generation killed with SIGKILL (or SIGTERM) left its hidden temporary folder for ever;
     the next one removes it once its builder is gone, and leaves a live builder's alone."""

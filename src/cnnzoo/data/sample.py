@@ -197,8 +197,14 @@ def build_in_place(root: Path, build: Callable[[Path], object], done: Callable[[
     the first rename wins and the others, finding ``done()``, use it. The builder holds a lock
     on its folder; a killed one's folder (SIGKILL, and SIGTERM under Python's default handler,
     skip the clean-up) is removed by the next build, once nobody holds its lock."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    except OSError as e:  # (a file in the way, a read-only or system folder: a traceback)
+        raise DataError(
+            f"cannot make {root.name} in {root.parent} ({type(e).__name__}: {e.strerror}): set "
+            "paths.cache_dir (or the CNNZOO_CACHE environment variable) to a folder you can write."
+        ) from None
     lock = os.open(tmp, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # (new: nobody else holds it)
