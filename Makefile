@@ -72,7 +72,6 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean:  ## remove caches and run outputs (keeps .venv and the sample-set cache)
-	rm -rf .pytest_cache .ruff_cache src/*.egg-info multirun lightning_logs wandb
-	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
-	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +
+clean:  ## remove caches (never a run: outputs/ holds records; delete one with rm -r outputs/train/<run>)
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -not -path './outputs/*' -exec rm -rf {} +
