@@ -213,6 +213,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.lr=0", "optim.lr=0 (model.lr unless set): give a positive learning rate"),
         ("++label_smoothing=2", "label_smoothing=2: give a number in [0, 1)"),
         ("data.hflip=maybe", "data.hflip='maybe': choose true or false"),
+        ("model=alexnet model.dropout=2", "model.dropout=2: give the probability of dropping"),
+        ("model=densenet121 model.drop_rate=-1", "model.drop_rate=-1: give the probability"),
         ("model.eval_resize=null", "data.eval_resize=None (model.eval_resize unless set): give"),
         ("model.input_size=abc", "data.image_size='abc' (model.input_size unless set): give a"),
         ("data.num_classes=7", "data.num_classes=7 with 10 class folders"),

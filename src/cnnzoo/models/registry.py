@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torchvision.models.inception import InceptionAux
 
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import ConfigError, is_number
 from cnnzoo.models.variants import AlexNet2012, with_activation, without_shortcuts
 from cnnzoo.models.weights import load_weights
 
@@ -53,6 +53,12 @@ def create_model(
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     activation = kwargs.pop("activation", "relu")
+    for key in ("dropout", "dropout_aux", "drop_rate"):  # (2: a ValueError traceback; -1: ignored)
+        if key in kwargs and not (is_number(kwargs[key]) and kwargs[key] < 1):
+            raise ConfigError(
+                f"model.{key}={kwargs[key]!r}: give the probability of dropping a unit, from 0 "
+                "(off) to below 1 (0.5 in AlexNet, VGG and Inception v3)."
+            )
     try:
         net = _REGISTRY[name](num_classes=num_classes, **kwargs)
     except TypeError as e:  # an option this family does not have
