@@ -203,6 +203,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("callbacks=ema callbacks.ema.decay=2", "callbacks.ema.decay=2: choose a value between"),
         ("callbacks=ema callbacks.ema.every_n_steps=0", "callbacks.ema.every_n_steps=0: give a"),
         ("scheduler=step scheduler.scheduler.step_size=0", "scheduler.scheduler.step_size=0: give"),
+        ("scheduler=step scheduler.scheduler.gamma=-1", "scheduler.scheduler.gamma=-1: give the"),
+        ("scheduler=cosine scheduler.scheduler.T_max=0", "scheduler.scheduler.T_max=0: give the"),
         ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1: give 0 (none) or a number"),
         ("scheduler.interval=batch", "scheduler.interval='batch': choose epoch or step"),
         (
@@ -213,6 +215,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("model.lr=0", "optim.lr=0 (model.lr unless set): give a positive learning rate"),
         ("++label_smoothing=2", "label_smoothing=2: give a number in [0, 1)"),
         ("data.hflip=maybe", "data.hflip='maybe': choose true or false"),
+        ("model.small_input=maybe", "model.small_input='maybe': choose true or false"),
+        ("data.lighting=-1", "data.lighting=-1: give 0 (off) or a positive number"),
         ("model=alexnet model.dropout=2", "model.dropout=2: give the probability of dropping"),
         ("model=densenet121 model.drop_rate=-1", "model.drop_rate=-1: give the probability"),
         ("model.eval_resize=null", "data.eval_resize=None (model.eval_resize unless set): give"),

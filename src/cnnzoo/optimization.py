@@ -39,6 +39,12 @@ def construct(group: str, factory: Callable, *args, **kwargs):
         raise ConfigError(f"{group}: {name} refused its settings ({e}); check {group}.*.") from None
 
 
+COUNTS = {  # the schedule settings that count epochs: what each counts
+    "step_size": "the epochs between decays",
+    "T_max": "the epochs of the cosine (trainer.max_epochs unless set)",
+}
+
+
 def check_schedule(scheduler: dict[str, Any] | None, head_lr_mult: float) -> None:
     """The schedule's settings, refused before training where Lightning or torch would stop
     later with a traceback (``interval=batch`` at fit start, ``monitor=val/acc`` after the first
@@ -66,10 +72,17 @@ def check_schedule(scheduler: dict[str, Any] | None, head_lr_mult: float) -> Non
             "val/err_top1, val/acc_top1, val/err_top5, val/acc_top5 (or train/loss)."
         )
     keywords = getattr(config["scheduler"], "keywords", {}) or {}
-    if "step_size" in keywords and not is_whole(keywords["step_size"]):
+    for key, what in COUNTS.items():
+        if key in keywords and not is_whole(keywords[key]):  # (T_max=0: ZeroDivisionError)
+            raise ConfigError(
+                f"scheduler.scheduler.{key}={keywords[key]!r}: give {what}, a whole number of 1 "
+                "or more."
+            )
+    gamma = keywords.get("gamma", 0.1)
+    if not is_number(gamma) or gamma == 0:  # (-1: a negative lr, training climbing the loss)
         raise ConfigError(
-            f"scheduler.scheduler.step_size={keywords['step_size']!r}: give the epochs between "
-            "decays, a whole number of 1 or more."
+            f"scheduler.scheduler.gamma={gamma!r}: give the factor the lr is multiplied by at "
+            "each decay, a positive number (0.1 in the papers' step schedules)."
         )
 
 

@@ -136,7 +136,7 @@ class RecipeOptions:
             object.__setattr__(self, key, number_pair(key, getattr(self, key), kind))
         if not isinstance(self.hflip, bool):  # ("maybe" was true, silently)
             raise ConfigError(f"data.hflip={self.hflip!r}: choose true or false.")
-        for key in ("mixup_alpha", "cutmix_alpha"):
+        for key in ("mixup_alpha", "cutmix_alpha", "lighting"):  # (lighting=-1: silently off)
             if not is_number(getattr(self, key)):
                 raise ConfigError(f"data.{key}={getattr(self, key)!r}: give 0 (off) or a "
                                   "positive number.")  # fmt: skip

@@ -35,6 +35,16 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+SWITCHES = (
+    "small_input",
+    "residual",
+    "zero_init_residual",
+    "aux_logits",
+    "transform_input",
+    "memory_efficient",
+)  # fmt: skip  (the families' true/false options)
+
+
 def create_model(
     name: str,
     *,
@@ -53,6 +63,9 @@ def create_model(
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     activation = kwargs.pop("activation", "relu")
+    for key in SWITCHES:  # ("maybe" was true, silently)
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise ConfigError(f"model.{key}={kwargs[key]!r}: choose true or false.")
     for key in ("dropout", "dropout_aux", "drop_rate"):  # (2: a ValueError traceback; -1: ignored)
         if key in kwargs and not (is_number(kwargs[key]) and kwargs[key] < 1):
             raise ConfigError(
