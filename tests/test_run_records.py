@@ -197,6 +197,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoint(cache_dir, tmp_path, offli
         ("trainer.max_epochs=0", "trainer.max_epochs=0: give the number of epochs to train"),
         ("trainer.max_epochs=-1", "trainer.max_epochs=-1: give the number of epochs to train"),
         ("trainer.max_epochs=null", "trainer.max_epochs=null: give the number of epochs"),
+        ("trainer.limit_train_batches=abc", "trainer.limit_train_batches='abc': give a number"),
+        ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches=1.5: give a number of"),
         ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0: give the"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: give the largest"),
         ("data.mixup_alpha=-1", "data.mixup_alpha=-1: give 0 (off) or a positive number"),

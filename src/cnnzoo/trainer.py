@@ -42,6 +42,15 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
             f"trainer.gradient_clip_val={clip!r}: give the largest gradient norm, a positive "
             "number, or null for no clipping."
         )
+    for split in ("train", "val", "test"):  # ("abc": a TypeError of Lightning's comparison)
+        limit = trainer_cfg.get(f"limit_{split}_batches")
+        if not (
+            limit is None or is_whole(limit, 0) or (isinstance(limit, float) and 0 <= limit <= 1)
+        ):
+            raise ConfigError(
+                f"trainer.limit_{split}_batches={limit!r}: give a number of batches (a whole "
+                "number), a share of them (0.0 to 1.0), or null for all."
+            )
     epochs = trainer_cfg.get("max_epochs")
     if not is_whole(epochs):
         shown = "null" if epochs is None else epochs
