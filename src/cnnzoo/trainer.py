@@ -29,7 +29,8 @@ def instantiate_group(group_cfg: DictConfig | None) -> list[Any]:
 def check_trainer(trainer_cfg: DictConfig) -> None:
     """Trainer settings Lightning would take and then misuse, refused before any data is read:
     ``max_epochs`` a whole number of 1 or more, ``accumulate_grad_batches`` a whole number,
-    ``gradient_clip_val`` not negative, and a GPU accelerator only where torch sees a CUDA GPU."""
+    ``gradient_clip_val`` not negative, ``limit_*_batches`` a count, a share or null, and a GPU
+    accelerator only where torch sees a CUDA GPU."""
     accumulate = trainer_cfg.get("accumulate_grad_batches", 1)
     if not is_whole(accumulate):
         raise ConfigError(  # (0 failed with a ZeroDivisionError in the batch arithmetic)
