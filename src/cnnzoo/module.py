@@ -108,6 +108,10 @@ class ClassificationModule(pl.LightningModule):
                 "data=imagefolder: one folder per class under ROOT/train/)."
             )
         check_schedule(scheduler, head_lr_mult)
+        if not isinstance(no_decay_norm_bias, bool):  # ("maybe" was true, silently)
+            raise ConfigError(
+                f"optim.no_decay_norm_bias={no_decay_norm_bias!r}: choose true or false."
+            )
         if not is_number(label_smoothing) or not label_smoothing < 1:
             raise ConfigError(f"label_smoothing={label_smoothing!r}: give a number in [0, 1).")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

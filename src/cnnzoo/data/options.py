@@ -134,6 +134,16 @@ class RecipeOptions:
         pairs = (("train_crop_scale", float), ("scale_jitter", int))
         for key, kind in pairs:
             object.__setattr__(self, key, number_pair(key, getattr(self, key), kind))
+        if not 0 < self.train_crop_scale[0] <= self.train_crop_scale[1] <= 1:  # ([0, 0] gave
+            raise ConfigError(  # torchvision's fallback, the centre crop, silently)
+                f"data.train_crop_scale={list(self.train_crop_scale)}: give the crop's share of "
+                "the image's area, 0 < low <= high <= 1 ([0.08, 1.0] in the papers)."
+            )
+        on_device = self.normalize_on_device
+        if not (on_device is None or isinstance(on_device, bool)):  # ("maybe": true, silently)
+            raise ConfigError(
+                f"data.normalize_on_device={on_device!r}: choose true, false or null."
+            )
         if not isinstance(self.hflip, bool):  # ("maybe" was true, silently)
             raise ConfigError(f"data.hflip={self.hflip!r}: choose true or false.")
         for key in ("mixup_alpha", "cutmix_alpha", "lighting"):  # (lighting=-1: silently off)
@@ -188,6 +198,11 @@ class LoadingOptions:
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
+        if not isinstance(self.pin_memory, bool):  # ("maybe" was true, silently)
+            raise ConfigError(f"data.pin_memory={self.pin_memory!r}: choose true or false.")
+        seed = self.shuffle_seed  # ("abc": torch's RuntimeError, a traceback)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"data.shuffle_seed={self.shuffle_seed!r}: give a whole number.")
         if not (self.num_workers == "auto" or is_whole(self.num_workers, 0)):
             raise ConfigError(f"data.num_workers={self.num_workers!r}: give a count >= 0 or auto.")
         choice("loader", self.loader, LOADERS)

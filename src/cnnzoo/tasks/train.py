@@ -32,7 +32,7 @@ from cnnzoo.callbacks.record import (
 from cnnzoo.callbacks.requeue import Requeued, slurm_job_id
 from cnnzoo.checkpointing import ResumeState
 from cnnzoo.csv_log import ResumableCSVLogger
-from cnnzoo.errors import ConfigError, UserError, unwrapped
+from cnnzoo.errors import ConfigError, UserError, is_whole, unwrapped
 from cnnzoo.summary import print_summary
 from cnnzoo.tasks.cli import exit_on_user_error
 from cnnzoo.tasks.folders import (
@@ -150,8 +150,10 @@ def _train(cfg: DictConfig) -> float | None:
             "(torchvision's, from the torch hub cache); requires_weights=false trains it from "
             "random weights."
         )
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r}: give a whole number (42 by default).")
+    if not is_whole(cfg.seed, 0, 2**32 - 1):  # (-3: a ValueError traceback from the seeding)
+        raise ConfigError(
+            f"seed={cfg.seed!r}: give a whole number from 0 to 2^32 - 1 (42 by default)."
+        )
     pl.seed_everything(cfg.seed, workers=True)
     cfg = with_class_count(cfg, resume.num_classes if resume is not None else None)
     datamodule = build_datamodule(cfg)
