@@ -52,3 +52,11 @@ def is_whole(value: object, low: int = 1, high: int | None = None) -> bool:
 def is_number(value: object, low: float = 0.0) -> bool:
     """Whether a config value is a number (whole or not, not a bool) of at least ``low``."""
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= low
+
+
+def check_switch(setting: str, value: object, null: bool = False) -> None:
+    """A true/false setting (``null`` also allows None): anything else is refused naming it,
+    where Python's truth would take ``maybe`` as true, silently."""
+    if not (isinstance(value, bool) or (null and value is None)):
+        choices = "true, false or null" if null else "true or false"
+        raise ConfigError(f"{setting}={value!r}: choose {choices}.")

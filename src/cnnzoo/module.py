@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnzoo.checkpointing import last_checkpoint_path
-from cnnzoo.errors import ConfigError, UserError, is_number, is_whole
+from cnnzoo.errors import ConfigError, UserError, check_switch, is_number, is_whole
 from cnnzoo.optimization import OptimizerFactory, check_schedule, configure, head_parameters
 from cnnzoo.schedules import catch_up_plateaus, follow_horizons
 
@@ -108,10 +108,7 @@ class ClassificationModule(pl.LightningModule):
                 "data=imagefolder: one folder per class under ROOT/train/)."
             )
         check_schedule(scheduler, head_lr_mult)
-        if not isinstance(no_decay_norm_bias, bool):  # ("maybe" was true, silently)
-            raise ConfigError(
-                f"optim.no_decay_norm_bias={no_decay_norm_bias!r}: choose true or false."
-            )
+        check_switch("optim.no_decay_norm_bias", no_decay_norm_bias)
         if not is_number(label_smoothing) or not label_smoothing < 1:
             raise ConfigError(f"label_smoothing={label_smoothing!r}: give a number in [0, 1).")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

@@ -20,7 +20,7 @@ from typing import Any
 
 from cnnzoo.data.batching import check_batch_size
 from cnnzoo.data.transforms import CROPS, TRAIN_CROPS, train_transform
-from cnnzoo.errors import ConfigError, is_number, is_whole
+from cnnzoo.errors import ConfigError, check_switch, is_number, is_whole
 
 LOADERS = ("workers", "dali")
 DALI_DEVICES = ("auto", "gpu", "cpu")
@@ -139,13 +139,8 @@ class RecipeOptions:
                 f"data.train_crop_scale={list(self.train_crop_scale)}: give the crop's share of "
                 "the image's area, 0 < low <= high <= 1 ([0.08, 1.0] in the papers)."
             )
-        on_device = self.normalize_on_device
-        if not (on_device is None or isinstance(on_device, bool)):  # ("maybe": true, silently)
-            raise ConfigError(
-                f"data.normalize_on_device={on_device!r}: choose true, false or null."
-            )
-        if not isinstance(self.hflip, bool):  # ("maybe" was true, silently)
-            raise ConfigError(f"data.hflip={self.hflip!r}: choose true or false.")
+        check_switch("data.normalize_on_device", self.normalize_on_device, null=True)
+        check_switch("data.hflip", self.hflip)
         for key in ("mixup_alpha", "cutmix_alpha", "lighting"):  # (lighting=-1: silently off)
             if not is_number(getattr(self, key)):
                 raise ConfigError(f"data.{key}={getattr(self, key)!r}: give 0 (off) or a "
@@ -198,8 +193,7 @@ class LoadingOptions:
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
-        if not isinstance(self.pin_memory, bool):  # ("maybe" was true, silently)
-            raise ConfigError(f"data.pin_memory={self.pin_memory!r}: choose true or false.")
+        check_switch("data.pin_memory", self.pin_memory)
         seed = self.shuffle_seed  # ("abc": torch's RuntimeError, a traceback)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"data.shuffle_seed={self.shuffle_seed!r}: give a whole number.")

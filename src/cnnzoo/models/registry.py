@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 from torchvision.models.inception import InceptionAux
 
-from cnnzoo.errors import ConfigError, is_number
+from cnnzoo.errors import ConfigError, check_switch, is_number
 from cnnzoo.models.variants import AlexNet2012, with_activation, without_shortcuts
 from cnnzoo.models.weights import load_weights
 
@@ -42,7 +42,7 @@ SWITCHES = (
     "aux_logits",
     "transform_input",
     "memory_efficient",
-)  # fmt: skip  (the families' true/false options)
+)  # the families' true/false options
 
 
 def create_model(
@@ -63,9 +63,9 @@ def create_model(
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     activation = kwargs.pop("activation", "relu")
-    for key in SWITCHES:  # ("maybe" was true, silently)
-        if key in kwargs and not isinstance(kwargs[key], bool):
-            raise ConfigError(f"model.{key}={kwargs[key]!r}: choose true or false.")
+    for key in SWITCHES:
+        if key in kwargs:
+            check_switch(f"model.{key}", kwargs[key])
     for key in ("dropout", "dropout_aux", "drop_rate"):  # (2: a ValueError traceback; -1: ignored)
         if key in kwargs and not (is_number(kwargs[key]) and kwargs[key] < 1):
             raise ConfigError(
@@ -124,8 +124,6 @@ def resnet(
     """ResNet (He et al. 2015). ``small_input``: the CIFAR stem of the paper's sec. 4.2, a 3x3
     stride-1 conv and no max-pool, which keeps 4x the resolution of the ImageNet stem.
     ``residual=False``: the paper's plain network of the same depth (no shortcuts)."""
-    if not isinstance(residual, bool):
-        raise ConfigError(f"model.residual={residual!r}: choose true or false.")
     net = builder(num_classes=num_classes, zero_init_residual=zero_init_residual)
     if not residual:
         without_shortcuts(net)
